@@ -1,0 +1,384 @@
+"""Build a SandboxPolicy from a named profile, the user file, the project file and CLI flags.
+
+Order, later wins: profile (`--policy`, else the project's or the user's
+`profile` key, else `workspace-write`) -> user file
+(`~/.config/stockade/config.toml`) -> project file
+(`<workspace>/.stockade/config.toml`) -> CLI flags.
+
+The project file lives in the workspace the command may have written, so it
+is only allowed to tighten: it cannot pick a weaker profile, turn network on,
+add writable roots outside the workspace, lift deny-read or protected entries,
+or pass secret variables through. A user who trusts a project lists its path
+in `trusted_projects = ["/path"]` in the user file.
+
+Every error names the file, the key and the reason, as one line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from policies.model import (
+    EnvInherit,
+    EnvPolicy,
+    Limits,
+    Mode,
+    NetworkMode,
+    NetworkPolicy,
+    SandboxPolicy,
+    TmpMode,
+)
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+DEFAULT_PROFILE = "workspace-write"
+_MODE_RANK = {Mode.READ_ONLY: 0, Mode.WORKSPACE_WRITE: 1, Mode.FULL_ACCESS: 2}
+
+
+class PolicyError(Exception):
+    """Bad policy input. str() is the one-line message: `FILE: KEY: REASON`."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source, self.key, self.reason = source, key, reason
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {reason}")
+
+
+def user_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "stockade" / "config.toml"
+
+
+def user_profiles_dir() -> Path:
+    return user_config_path().parent / "profiles"
+
+
+def project_config_path(workspace: str | os.PathLike[str]) -> Path:
+    return Path(workspace) / ".stockade" / "config.toml"
+
+
+def available_profiles() -> list[str]:
+    names = {p.stem for p in PROFILES_DIR.glob("*.toml")}
+    if user_profiles_dir().is_dir():
+        names |= {p.stem for p in user_profiles_dir().glob("*.toml")}
+    return sorted(names)
+
+
+# ---------------------------------------------------------------- schema
+
+# key -> (expected python type(s), converter); tables recurse.
+_LIST_OF_STR = "list[str]"
+_SCHEMA: dict[str, Any] = {
+    "extends": str,
+    "profile": str,
+    "mode": ("enum", Mode),
+    "workspace": str,
+    "writable_roots": _LIST_OF_STR,
+    "protected": _LIST_OF_STR,
+    "deny_read": _LIST_OF_STR,
+    "allow_read": _LIST_OF_STR,
+    "tmp": ("enum", TmpMode),
+    "trusted_projects": _LIST_OF_STR,
+    "network": {
+        "mode": ("enum", NetworkMode),
+        "allow_domains": _LIST_OF_STR,
+    },
+    "limits": {
+        "timeout": "number",
+        "memory_mb": "int",
+        "pids": "int",
+        "file_size_mb": "int",
+        "cpu_seconds": "int",
+        "output_bytes": "int",
+    },
+    "env": {
+        "inherit": ("enum", EnvInherit),
+        "scrub_secrets": bool,
+        "secret_patterns": _LIST_OF_STR,
+        "passthrough": _LIST_OF_STR,
+        "set": "dict[str,str]",
+    },
+}
+_NULLABLE_LIMITS = {"timeout", "memory_mb", "pids", "file_size_mb", "cpu_seconds"}
+
+
+def _check(source: str, data: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            raise PolicyError(source, dotted, f"unknown key (known keys: {known})")
+        kind = schema[key]
+        if isinstance(kind, dict):
+            if not isinstance(value, dict):
+                raise PolicyError(source, dotted, f"expected a table, got {_tname(value)}")
+            out[key] = _check(source, value, kind, dotted + ".")
+        else:
+            out[key] = _convert(source, dotted, value, kind)
+    return out
+
+
+def _tname(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _convert(source: str, key: str, value: Any, kind: Any) -> Any:
+    leaf = key.rsplit(".", 1)[-1]
+    if kind is str:
+        if not isinstance(value, str):
+            raise PolicyError(source, key, f"expected a string, got {_tname(value)}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise PolicyError(source, key, f"expected true or false, got {_tname(value)}")
+        return value
+    if kind == _LIST_OF_STR:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise PolicyError(source, key, "expected a list of strings")
+        return tuple(value)
+    if kind == "dict[str,str]":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise PolicyError(source, key, "expected a table of strings")
+        return dict(value)
+    if kind in ("int", "number"):
+        if leaf in _NULLABLE_LIMITS and value in (0, "none", "unlimited"):
+            return None
+        ok = isinstance(value, int) or (kind == "number" and isinstance(value, float))
+        if isinstance(value, bool) or not ok:
+            want = "an integer" if kind == "int" else "a number"
+            raise PolicyError(source, key, f"expected {want}, got {_tname(value)}")
+        if value < 0:
+            raise PolicyError(source, key, "must not be negative")
+        return value
+    if isinstance(kind, tuple) and kind[0] == "enum":
+        enum = kind[1]
+        try:
+            return enum(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in enum)
+            raise PolicyError(source, key, f"{value!r} is not one of {allowed}") from None
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise PolicyError(source, "", "file not found") from None
+    except IsADirectoryError:
+        raise PolicyError(source, "", "is a directory, expected a TOML file") from None
+    except PermissionError:
+        raise PolicyError(source, "", "permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(source, "", f"invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise PolicyError(source, "", "not UTF-8 text") from None
+    return _check(source, raw, _SCHEMA)
+
+
+# ---------------------------------------------------------------- profiles
+
+def profile_path(name_or_file: str) -> Path:
+    """A profile name (`read-only`) or a path to a TOML file."""
+    looks_like_file = "/" in name_or_file or name_or_file.endswith(".toml")
+    if looks_like_file:
+        path = Path(name_or_file).expanduser()
+        if not path.is_file():
+            raise PolicyError(name_or_file, "", "policy file not found")
+        return path
+    for directory in (user_profiles_dir(), PROFILES_DIR):
+        candidate = directory / f"{name_or_file}.toml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(available_profiles())
+    raise PolicyError("--policy", "", f"unknown profile {name_or_file!r} (known: {known})")
+
+
+def load_profile(name_or_file: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    path = profile_path(name_or_file)
+    data = read_toml(path)
+    for key in ("profile", "trusted_projects"):
+        if key in data:
+            raise PolicyError(str(path), key, "only allowed in the user or project config file")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if parent in _seen or parent == name_or_file:
+        raise PolicyError(str(path), "extends", f"profile {parent!r} extends itself")
+    return _merge(load_profile(parent, _seen + (name_or_file,)), data)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "set":
+            out[key] = _merge(out[key], value)
+        elif key == "set" and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------- overrides
+
+
+@dataclass
+class Overrides:
+    """What the CLI (or an API caller) says, applied last."""
+
+    policy: str | None = None
+    workspace: str | None = None
+    writable: tuple[str, ...] = ()
+    network: str | None = None
+    timeout: float | None = None
+    env_passthrough: tuple[str, ...] = ()
+    env_set: tuple[tuple[str, str], ...] = ()
+
+
+def build_policy(
+    overrides: Overrides | None = None,
+    *,
+    use_user_config: bool = True,
+    use_project_config: bool = True,
+) -> SandboxPolicy:
+    ov = overrides or Overrides()
+    workspace = os.path.abspath(ov.workspace or os.getcwd())
+    if not os.path.isdir(workspace):
+        raise PolicyError("--cwd", "", f"workspace {workspace} is not a directory")
+
+    user: dict[str, Any] = {}
+    upath = user_config_path()
+    if use_user_config and upath.is_file():
+        user = read_toml(upath)
+    project: dict[str, Any] = {}
+    ppath = project_config_path(workspace)
+    if use_project_config and ppath.is_file():
+        project = read_toml(ppath)
+        for key in ("trusted_projects", "extends", "mode", "workspace"):
+            if key in project:
+                raise PolicyError(str(ppath), key, "not allowed in a project file (use `profile`)")
+    trusted = workspace in {os.path.abspath(os.path.expanduser(p)) for p in user.get("trusted_projects", ())}
+    for key in ("extends", "mode", "workspace"):
+        if key in user:
+            raise PolicyError(str(upath), key, "not allowed in the user file (use `profile`)")
+
+    profile_name = ov.policy or project.get("profile") or user.get("profile") or DEFAULT_PROFILE
+    data = load_profile(profile_name)
+    data = _merge(data, _strip(user))
+    before = _to_policy(data, workspace, str(upath))
+    if project:
+        merged = _merge(data, _strip(project))
+        if project.get("profile") and not ov.policy:
+            merged = _merge(_merge(load_profile(project["profile"]), _strip(user)), _strip(project))
+        after = _to_policy(merged, workspace, str(ppath))
+        if not trusted:
+            _only_tightens(before, after, str(ppath))
+        data = merged
+    policy = _to_policy(data, workspace, "--policy")
+    return apply_overrides(policy, ov)
+
+
+def _strip(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in ("profile", "trusted_projects")}
+
+
+def _to_policy(data: dict[str, Any], workspace: str, source: str) -> SandboxPolicy:
+    net = data.get("network", {})
+    lim = data.get("limits", {})
+    env = data.get("env", {})
+    deny = tuple(data.get("deny_read", SandboxPolicy().deny_read))
+    allow = set(data.get("allow_read", ()))
+    deny = tuple(d for d in deny if d not in allow)
+    network = NetworkPolicy(**net)
+    if network.mode is NetworkMode.ALLOWLIST and not network.allow_domains:
+        raise PolicyError(source, "network.allow_domains", "empty allowlist; use mode = \"off\"")
+    for domain in network.allow_domains:
+        if domain in ("*",) or domain.count(".") == 0 or domain.startswith("*.") and domain.count(".") < 2:
+            raise PolicyError(source, "network.allow_domains", f"{domain!r} is too broad")
+    return SandboxPolicy(
+        mode=data.get("mode", Mode.WORKSPACE_WRITE),
+        workspace=workspace,
+        writable_roots=tuple(_abspath(p, workspace) for p in data.get("writable_roots", ())),
+        protected=tuple(data.get("protected", SandboxPolicy().protected)),
+        deny_read=deny,
+        network=network,
+        limits=Limits(**lim),
+        env=EnvPolicy(**env),
+        tmp=data.get("tmp", TmpMode.PRIVATE),
+    )
+
+
+def _abspath(path: str, workspace: str) -> str:
+    return os.path.normpath(os.path.join(workspace, os.path.expanduser(path)))
+
+
+def _only_tightens(before: SandboxPolicy, after: SandboxPolicy, source: str) -> None:
+    def refuse(key: str, why: str) -> None:
+        raise PolicyError(source, key, f"{why}; a project file may only tighten the policy "
+                          "(add this workspace to `trusted_projects` in your user file to allow it)")
+
+    if _MODE_RANK[after.mode] > _MODE_RANK[before.mode]:
+        refuse("profile", f"would widen mode {before.mode.value} to {after.mode.value}")
+    if after.network.mode is not NetworkMode.OFF and before.network.mode is NetworkMode.OFF:
+        refuse("network.mode", "would turn network on")
+    if before.network.mode is NetworkMode.ALLOWLIST and after.network.mode is NetworkMode.ON:
+        refuse("network.mode", "would widen an allowlist to full network")
+    if set(after.network.allow_domains) - set(before.network.allow_domains) and \
+            before.network.mode is not NetworkMode.ON:
+        refuse("network.allow_domains", "would add domains")
+    ws = after.workspace.rstrip("/") + "/"
+    for root in set(after.writable_roots) - set(before.writable_roots):
+        if not (root + "/").startswith(ws):
+            refuse("writable_roots", f"would make {root} (outside the workspace) writable")
+    if set(before.deny_read) - set(after.deny_read):
+        refuse("deny_read", "would lift deny-read entries")
+    if set(before.protected) - set(after.protected):
+        refuse("protected", "would unprotect paths")
+    if set(after.env.passthrough) - set(before.env.passthrough):
+        refuse("env.passthrough", "would pass secret variables through")
+    if not after.env.scrub_secrets and before.env.scrub_secrets:
+        refuse("env.scrub_secrets", "would stop removing secret variables")
+    order = [EnvInherit.NONE, EnvInherit.CORE, EnvInherit.ALL]
+    if order.index(after.env.inherit) > order.index(before.env.inherit):
+        refuse("env.inherit", "would inherit more of the environment")
+    if after.tmp is TmpMode.HOST and before.tmp is TmpMode.PRIVATE:
+        refuse("tmp", "would share the host's /tmp")
+
+
+def apply_overrides(policy: SandboxPolicy, ov: Overrides) -> SandboxPolicy:
+    changes: dict[str, Any] = {}
+    if ov.writable:
+        roots = []
+        for w in ov.writable:
+            path = _abspath(w, policy.workspace)
+            if not os.path.isdir(path):
+                raise PolicyError("--writable", "", f"{w}: no such directory")
+            roots.append(path)
+        changes["writable_roots"] = policy.writable_roots + tuple(roots)
+    if ov.network is not None:
+        try:
+            mode = NetworkMode(ov.network)
+        except ValueError:
+            raise PolicyError("--network", "", f"{ov.network!r} is not one of 'off', 'on'") from None
+        if mode is NetworkMode.ALLOWLIST and not policy.network.allow_domains:
+            raise PolicyError("--network", "", "allowlist needs network.allow_domains in a policy file")
+        changes["network"] = replace(policy.network, mode=mode)
+    if ov.timeout is not None:
+        if ov.timeout <= 0:
+            raise PolicyError("--timeout", "", "must be a positive number of seconds")
+        changes["limits"] = replace(policy.limits, timeout=ov.timeout)
+    if ov.env_passthrough or ov.env_set:
+        changes["env"] = replace(
+            policy.env,
+            passthrough=policy.env.passthrough + ov.env_passthrough,
+            set={**policy.env.set, **dict(ov.env_set)},
+        )
+    return policy.replace(**changes) if changes else policy

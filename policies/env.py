@@ -1,0 +1,54 @@
+"""The environment a confined command starts with."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+
+from policies.model import EnvInherit, EnvPolicy, NetworkMode, SandboxPolicy
+
+CORE_VARS = ("PATH", "SHELL", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES",
+             "LOGNAME", "USER", "TZ", "TERM", "VIRTUAL_ENV", "PYTHONPATH")
+FALLBACK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+FIXED = {"NO_COLOR": "1", "PAGER": "cat", "GIT_PAGER": "cat", "STOCKADE_SANDBOX": "1"}
+
+
+def is_secret_name(name: str, patterns: tuple[str, ...]) -> bool:
+    upper = name.upper()
+    return any(fnmatch.fnmatchcase(upper, p.upper()) for p in patterns)
+
+
+def build_env(
+    policy: SandboxPolicy,
+    caller: Mapping[str, str],
+    tmpdir: str = "/tmp",
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Caller env filtered by the policy, then fixed markers, then explicit settings.
+
+    Explicit settings (`env.set`, `extra`) and `env.passthrough` names are the
+    user's own choice and are never scrubbed.
+    """
+    rules: EnvPolicy = policy.env
+    if rules.inherit is EnvInherit.ALL:
+        env = dict(caller)
+    elif rules.inherit is EnvInherit.CORE:
+        env = {k: caller[k] for k in CORE_VARS if k in caller}
+    else:
+        env = {}
+    if rules.scrub_secrets:
+        env = {k: v for k, v in env.items() if not is_secret_name(k, rules.secret_patterns)}
+    for name in rules.passthrough:
+        if name in caller:
+            env[name] = caller[name]
+    env.setdefault("PATH", FALLBACK_PATH)
+    env.update(FIXED)
+    if policy.confined:
+        env["TMPDIR"] = tmpdir
+        env["STOCKADE_POLICY"] = policy.mode.value
+        if policy.network.mode is NetworkMode.OFF:
+            env["STOCKADE_NETWORK_DISABLED"] = "1"
+    env.update(rules.set)
+    if extra:
+        env.update(extra)
+    return env

@@ -1,0 +1,185 @@
+"""Turn a policy's path strings into the concrete paths a backend binds or grants.
+
+Reads the filesystem (stat, readlink, one small `.git` file) but never spawns.
+Symlinks are resolved first, so a writable root given through a symlink is
+granted at its real location, and a protected path or deny-read entry that is
+a symlink is enforced on its target too.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+
+from policies.host import HostFacts
+from policies.model import SandboxPolicy
+
+
+@dataclass(frozen=True)
+class ProtectedPath:
+    path: str  # absolute, real (symlinks in the parent resolved)
+    kind: str  # "dir" | "file" | "missing"
+    reason: str  # e.g. ".git under /ws", "gitdir target of /ws/.git"
+
+
+@dataclass(frozen=True)
+class DeniedPath:
+    path: str
+    kind: str  # "dir" | "file"
+    entry: str  # the deny_read entry it came from
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    policy: SandboxPolicy
+    workspace: str  # real path
+    cwd: str  # real path the command starts in
+    writable: tuple[str, ...]  # real paths, shallowest first, no duplicates
+    protected: tuple[ProtectedPath, ...]
+    deny_read: tuple[DeniedPath, ...]
+    home: str
+    problems: tuple[str, ...] = field(default_factory=tuple)  # reasons to refuse
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(path)
+
+
+def _expand(entry: str, home: str) -> str:
+    if entry == "~" or entry.startswith("~/"):
+        return home + entry[1:]
+    return entry
+
+
+def read_gitdir(git_file: str) -> str | None:
+    """The target of a `.git` file (`gitdir: <path>`), as git reads it, or None."""
+    try:
+        with open(git_file, "rb") as fh:
+            data = fh.read(4096)
+    except OSError:
+        return None
+    text = data.decode("utf-8", "replace").strip()
+    if not text.startswith("gitdir:"):
+        return None
+    target = text[len("gitdir:"):].strip().splitlines()[0].strip()
+    if not target:
+        return None
+    if not os.path.isabs(target):
+        target = os.path.join(os.path.dirname(git_file), target)
+    return os.path.normpath(target)
+
+
+def _kind(path: str) -> str:
+    if os.path.isdir(path):
+        return "dir"
+    if os.path.lexists(path):
+        return "file"
+    return "missing"
+
+
+def resolve(
+    policy: SandboxPolicy,
+    host: HostFacts,
+    cwd: str | None = None,
+) -> ResolvedPolicy:
+    problems: list[str] = []
+    workspace = _real(policy.workspace)
+    run_cwd = _real(cwd) if cwd else workspace
+    if not os.path.isdir(workspace):
+        problems.append(f"workspace {policy.workspace} is not a directory")
+    if cwd and not os.path.isdir(run_cwd):
+        problems.append(f"working directory {cwd} is not a directory")
+
+    writable: list[str] = []
+    if policy.writes_workspace:
+        for root in (policy.workspace, *policy.writable_roots):
+            real = _real(root)
+            if not os.path.isdir(real):
+                problems.append(f"writable root {root} does not exist")
+                continue
+            writable.append(real)
+    writable = _dedupe_nested(writable)
+
+    protected: list[ProtectedPath] = []
+    seen: set[str] = set()
+
+    def add(path: str, kind: str, reason: str) -> None:
+        if path not in seen:
+            seen.add(path)
+            protected.append(ProtectedPath(path, kind, reason))
+
+    for root in writable:
+        for name in policy.protected:
+            candidate = os.path.join(root, name)
+            if os.path.islink(candidate):
+                # A protected name that is a symlink: protect the link itself
+                # (by its name) and whatever it points at inside a writable root.
+                target = _real(candidate)
+                add(candidate, "file", f"{name} under {root} (symlink)")
+                if _under_any(target, writable):
+                    add(target, _kind(target), f"target of {candidate}")
+                continue
+            kind = _kind(candidate)
+            add(candidate, kind, f"{name} under {root}")
+            if name == ".git" and kind == "file":
+                target = read_gitdir(candidate)
+                if target is None:
+                    problems.append(f"{candidate} is a file but not a `gitdir:` pointer; refusing to guess")
+                    continue
+                real_target = _real(target)
+                if os.path.isdir(real_target):
+                    add(real_target, "dir", f"gitdir target of {candidate}")
+                    commondir = os.path.join(real_target, "commondir")
+                    if os.path.isfile(commondir):
+                        try:
+                            common = open(commondir, encoding="utf-8").read().strip()
+                        except OSError:
+                            common = ""
+                        if common:
+                            common_real = _real(os.path.join(real_target, common))
+                            if os.path.isdir(common_real):
+                                add(common_real, "dir", f"commondir of {real_target}")
+                else:
+                    problems.append(f"{candidate} points to {target}, which does not exist")
+
+    deny: list[DeniedPath] = []
+    deny_seen: set[str] = set()
+    for entry in policy.deny_read:
+        pattern = _expand(entry, host.home)
+        if not os.path.isabs(pattern):
+            pattern = os.path.join(workspace, pattern)
+        matches = glob.glob(pattern) if glob.has_magic(pattern) else [pattern]
+        for match in matches:
+            if not os.path.lexists(match):
+                continue
+            for path in dict.fromkeys((os.path.normpath(match), _real(match))):
+                if path in deny_seen or not os.path.exists(path):
+                    continue
+                deny_seen.add(path)
+                deny.append(DeniedPath(path, "dir" if os.path.isdir(path) else "file", entry))
+
+    return ResolvedPolicy(
+        policy=policy,
+        workspace=workspace,
+        cwd=run_cwd,
+        writable=tuple(writable),
+        protected=tuple(protected),
+        deny_read=tuple(deny),
+        home=host.home,
+        problems=tuple(problems),
+    )
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _under_any(path: str, roots: list[str] | tuple[str, ...]) -> bool:
+    return any(_under(path, r) for r in roots)
+
+
+def _dedupe_nested(paths: list[str]) -> list[str]:
+    """Drop duplicates; keep nested roots (harmless) but order shallowest first."""
+    unique = list(dict.fromkeys(paths))
+    return sorted(unique, key=lambda p: (p.count("/"), p))

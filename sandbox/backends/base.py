@@ -1,0 +1,86 @@
+"""The contract every backend keeps.
+
+A backend turns (resolved policy, host facts, argv) into a `Launch`: the argv
+to exec, the environment, the fds to pass and an optional pre-exec hook that
+confines the child. The execution engine (`sandbox.execute`, `sandbox.aio`)
+spawns it, streams it, times it out and reaps it; backends never wait on
+processes themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from policies.host import HostFacts
+from policies.resolve import ResolvedPolicy
+
+
+class SandboxSetupError(Exception):
+    """The sandbox could not be set up; nothing was run. str() says why and how to fix it."""
+
+
+# Names of the protections a backend reports; values are "enforced" or
+# "missing: <why>" (or "n/a" when the policy does not ask for it).
+PROTECTIONS = (
+    "filesystem-write",  # writes only inside writable roots
+    "protected-paths",  # .git / .stockade read-only inside writable roots
+    "deny-read",  # secrets unreadable
+    "private-tmp",  # /tmp private to the run, removed afterwards
+    "network",  # network off / on as the policy says
+    "host-unix-sockets",  # no connect() to the host's pathname Unix sockets
+    "abstract-unix-sockets",  # no connect() to the host's abstract sockets
+    "process-isolation",  # no signals, ptrace or /proc reads of outside processes
+    "syscall-filter",  # dangerous syscalls refused (seccomp)
+    "no-capabilities",  # CapEff/CapBnd/CapAmb empty, NoNewPrivs=1
+    "tree-kill",  # every descendant dies on timeout
+    "limits",  # pids / memory / file size
+)
+
+
+def missing(reason: str) -> str:
+    return f"missing: {reason}"
+
+
+ENFORCED = "enforced"
+NOT_APPLICABLE = "n/a"
+
+
+@dataclass
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    pass_fds: tuple[int, ...] = ()
+    preexec_fn: Callable[[], None] | None = None
+    # Called once the process and its tree are gone (close fds, remove stubs and tmp dirs).
+    cleanup: Callable[[], None] = lambda: None
+    # True when killing the launched process kills every descendant (pid namespace).
+    kills_tree: bool = False
+    protections: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Backend:
+    name: ClassVar[str] = "?"
+
+    def unavailable(self, host: HostFacts) -> str | None:
+        """None when usable on this host, else why not and the fix."""
+        raise NotImplementedError
+
+    def protections(self, rp: ResolvedPolicy, host: HostFacts) -> dict[str, str]:
+        """What this backend would enforce for this policy on this host."""
+        raise NotImplementedError
+
+    def launch(
+        self,
+        rp: ResolvedPolicy,
+        host: HostFacts,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        limits_preexec: Callable[[], None] | None = None,
+    ) -> Launch:
+        """Prepare the spawn. `limits_preexec` (rlimits, cgroup attach) must run in the child."""
+        raise NotImplementedError
