@@ -212,7 +212,7 @@ def load_profile(name_or_file: str, _seen: tuple[str, ...] = ()) -> dict[str, An
         return data
     if parent in _seen or parent == name_or_file:
         raise PolicyError(str(path), "extends", f"profile {parent!r} extends itself")
-    return _merge(load_profile(parent, _seen + (name_or_file,)), data)
+    return _merge(load_profile(parent, (*_seen, name_or_file)), data)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -270,14 +270,14 @@ def build_policy(
         if key in user:
             raise PolicyError(str(upath), key, "not allowed in the user file (use `profile`)")
 
-    profile_name = ov.policy or project.get("profile") or user.get("profile") or DEFAULT_PROFILE
-    data = load_profile(profile_name)
-    data = _merge(data, _strip(user))
+    profile_name = ov.policy or user.get("profile") or DEFAULT_PROFILE
+    data = _merge(load_profile(profile_name), _strip(user))
     before = _to_policy(data, workspace, str(upath))
     if project:
-        merged = _merge(data, _strip(project))
+        base = data
         if project.get("profile") and not ov.policy:
-            merged = _merge(_merge(load_profile(project["profile"]), _strip(user)), _strip(project))
+            base = _merge(load_profile(project["profile"]), _strip(user))
+        merged = _merge(base, _strip(project))
         after = _to_policy(merged, workspace, str(ppath))
         if not trusted:
             _only_tightens(before, after, str(ppath))
@@ -301,7 +301,7 @@ def _to_policy(data: dict[str, Any], workspace: str, source: str) -> SandboxPoli
     if network.mode is NetworkMode.ALLOWLIST and not network.allow_domains:
         raise PolicyError(source, "network.allow_domains", "empty allowlist; use mode = \"off\"")
     for domain in network.allow_domains:
-        if domain in ("*",) or domain.count(".") == 0 or domain.startswith("*.") and domain.count(".") < 2:
+        if domain in ("*",) or domain.count(".") == 0 or (domain.startswith("*.") and domain.count(".") < 2):
             raise PolicyError(source, "network.allow_domains", f"{domain!r} is too broad")
     return SandboxPolicy(
         mode=data.get("mode", Mode.WORKSPACE_WRITE),

@@ -12,28 +12,28 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     READ_ONLY = "read-only"
     WORKSPACE_WRITE = "workspace-write"
     FULL_ACCESS = "full-access"
 
 
-class NetworkMode(str, Enum):
+class NetworkMode(StrEnum):
     OFF = "off"
     ON = "on"
     ALLOWLIST = "allowlist"
 
 
-class EnvInherit(str, Enum):
+class EnvInherit(StrEnum):
     ALL = "all"
     CORE = "core"
     NONE = "none"
 
 
-class TmpMode(str, Enum):
+class TmpMode(StrEnum):
     PRIVATE = "private"
     HOST = "host"
 

@@ -1,0 +1,239 @@
+"""The `stockade` command line.
+
+`stockade run` is the hot path and is parsed by hand: importing click costs
+more than the bwrap call it wraps. Everything else (help, `explain`,
+`doctor`) goes through click. Both read the same option table, `RUN_OPTIONS`.
+
+Exit codes of `stockade run`:
+  N      the command's own exit code
+  128+N  the command was killed by signal N
+  124    the wall timeout expired (the whole process tree was killed)
+  125    the sandbox could not be set up (nothing ran)
+  126    the command exists but could not be executed
+  127    the command was not found
+  2      bad usage or bad policy input (one line naming file, key and reason)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 124
+EXIT_SETUP = 125
+EXIT_NOEXEC = 126
+EXIT_NOTFOUND = 127
+
+# name, takes value, repeatable, help
+RUN_OPTIONS: tuple[tuple[str, str | None, bool, str], ...] = (
+    ("--policy", "NAME|FILE", False,
+     "Named profile (read-only, workspace-write, full-access, ci) or a TOML file. "
+     "Default: your config's `profile`, else workspace-write."),
+    ("--cwd", "DIR", False, "Workspace and working directory (default: the current directory)."),
+    ("--writable", "DIR", True, "Extra writable root (repeatable)."),
+    ("--network", "off|on", False, "Network access for the command (default: off)."),
+    ("--timeout", "SECONDS", False, "Wall timeout; the whole process tree is killed (exit 124)."),
+    ("--backend", "auto|bwrap|landlock|none", False,
+     "Enforcement backend; auto picks the strongest that gives every protection the policy needs."),
+    ("--env", "NAME[=VALUE]", True,
+     "Pass one variable through even if it looks secret, or set it (repeatable)."),
+    ("--json", None, False, "Print the Result as one JSON object on stdout instead of streaming."),
+    ("--no-config", None, False, "Ignore the user and project config files."),
+)
+_VALUED = {name for name, meta, _, _ in RUN_OPTIONS if meta}
+_REPEATABLE = {name for name, _, rep, _ in RUN_OPTIONS if rep}
+_FLAGS = {name for name, meta, _, _ in RUN_OPTIONS if not meta}
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass
+class RunArgs:
+    options: dict[str, object] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+
+
+def parse_run_args(args: list[str]) -> RunArgs:
+    """`[OPTIONS] [--] CMD [ARGS...]`; options stop at `--` or the first non-option."""
+    out = RunArgs()
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out.command = args[i + 1:]
+            break
+        if not arg.startswith("-") or arg == "-":
+            out.command = args[i:]
+            break
+        name, eq, value = arg.partition("=")
+        if name in _FLAGS and not eq:
+            out.options[name] = True
+            i += 1
+            continue
+        if name not in _VALUED:
+            known = ", ".join(n for n, *_ in RUN_OPTIONS)
+            raise UsageError(f"no such option: {name} (options: {known}; see stockade run --help)")
+        if not eq:
+            if i + 1 >= len(args):
+                raise UsageError(f"option {name} needs a value")
+            value = args[i + 1]
+            i += 2
+        else:
+            i += 1
+        if name in _REPEATABLE:
+            out.options.setdefault(name, [])
+            out.options[name].append(value)  # type: ignore[union-attr]
+        else:
+            out.options[name] = value
+    if not out.command:
+        raise UsageError("no command given: stockade run [OPTIONS] -- CMD [ARGS...]")
+    return out
+
+
+def _overrides(opts: dict[str, object]):  # -> policies.config.Overrides
+    from policies.config import Overrides
+
+    timeout = None
+    if "--timeout" in opts:
+        try:
+            timeout = float(str(opts["--timeout"]))
+        except ValueError:
+            raise UsageError(f"--timeout: {opts['--timeout']!r} is not a number of seconds") from None
+    passthrough: list[str] = []
+    sets: list[tuple[str, str]] = []
+    for item in opts.get("--env", []):  # type: ignore[union-attr]
+        name, eq, value = str(item).partition("=")
+        if not name or not name.replace("_", "a").isalnum():
+            raise UsageError(f"--env: {item!r} is not NAME or NAME=VALUE")
+        if eq:
+            sets.append((name, value))
+        else:
+            passthrough.append(name)
+    network = opts.get("--network")
+    if network is not None and network not in ("off", "on"):
+        raise UsageError(f"--network: {network!r} is not one of off, on")
+    return Overrides(
+        policy=opts.get("--policy"),  # type: ignore[arg-type]
+        workspace=opts.get("--cwd"),  # type: ignore[arg-type]
+        writable=tuple(opts.get("--writable", ())),  # type: ignore[arg-type]
+        network=network,  # type: ignore[arg-type]
+        timeout=timeout,
+        env_passthrough=tuple(passthrough),
+        env_set=tuple(sets),
+    )
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"stockade: {msg}\n")
+    sys.stderr.flush()
+
+
+def run_command(args: list[str]) -> int:
+    """`stockade run`: returns the exit code."""
+    from policies.config import PolicyError, build_policy
+
+    try:
+        parsed = parse_run_args(args)
+        ov = _overrides(parsed.options)
+        no_config = bool(parsed.options.get("--no-config"))
+        policy = build_policy(ov, use_user_config=not no_config, use_project_config=not no_config)
+    except (UsageError, PolicyError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    as_json = bool(parsed.options.get("--json"))
+    backend = str(parsed.options.get("--backend", "auto"))
+    if backend not in ("auto", "bwrap", "landlock", "none"):
+        _err(f"--backend: {backend!r} is not one of auto, bwrap, landlock, none")
+        return EXIT_USAGE
+
+    from sandbox.execute import run
+
+    from policies.env import FALLBACK_PATH
+    from sandbox.backends.base import SandboxSetupError
+
+    command = parsed.command
+    if "/" not in command[0]:
+        import shutil
+
+        path = os.environ.get("PATH", FALLBACK_PATH)
+        if shutil.which(command[0], path=path) is None:
+            _err(f"{command[0]}: command not found")
+            return EXIT_NOTFOUND
+    else:
+        target = os.path.join(policy.workspace, command[0])
+        if not os.path.exists(target):
+            _err(f"{command[0]}: no such file")
+            return EXIT_NOTFOUND
+        if not os.access(target, os.X_OK) or os.path.isdir(target):
+            _err(f"{command[0]}: not executable")
+            return EXIT_NOEXEC
+
+    out = sys.stdout.buffer
+    err = sys.stderr.buffer
+
+    def stream(name: str, chunk: bytes) -> None:
+        fh = out if name == "stdout" else err
+        fh.write(chunk)
+        fh.flush()
+
+    try:
+        result = run(
+            command,
+            policy,
+            cwd=policy.workspace,
+            stdin=sys.stdin.fileno() if _stdin_usable() else None,
+            backend=backend,
+            on_output=None if as_json else stream,
+        )
+    except SandboxSetupError as exc:
+        _err(f"sandbox setup failed: {exc}")
+        return EXIT_SETUP
+    except KeyboardInterrupt:
+        return 130
+    if as_json:
+        out.write(result.to_json().encode() + b"\n")
+        out.flush()
+    else:
+        for warning in result.warnings:
+            _err(f"warning: {warning}")
+        for denial in result.denials:
+            err.write(denial.hint().encode() + b"\n")
+        err.flush()
+    if result.timed_out:
+        if not as_json:
+            _err(f"timed out after {policy.limits.timeout:g}s; killed the whole process tree")
+        return EXIT_TIMEOUT
+    return result.returncode
+
+
+def _stdin_usable() -> bool:
+    try:
+        os.fstat(0)
+        return True
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "run" and not _asks_help(args[1:]):
+        sys.exit(run_command(args[1:]))
+    from sandbox.cli_full import cli
+
+    cli.main(args=args, prog_name="stockade")
+
+
+def _asks_help(args: list[str]) -> bool:
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or not arg.startswith("-"):
+            return False
+        if arg in ("--help", "-h"):
+            return True
+        i += 2 if arg in _VALUED else 1
+    return not args
