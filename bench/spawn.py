@@ -23,11 +23,11 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from policies.model import SandboxPolicy  # noqa: E402
-from policies.resolve import resolve  # noqa: E402
-from sandbox import run  # noqa: E402
-from sandbox.backends import get_backend  # noqa: E402
-from sandbox.detect import host_facts  # noqa: E402
+from policies.model import SandboxPolicy
+from policies.resolve import resolve
+from sandbox import run
+from sandbox.backends import get_backend
+from sandbox.detect import host_facts
 
 
 def timed(fn: Callable[[], object], n: int, warmup: int = 5) -> list[float]:
