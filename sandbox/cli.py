@@ -150,10 +150,9 @@ def run_command(args: list[str]) -> int:
         _err(f"--backend: {backend!r} is not one of auto, bwrap, landlock, none")
         return EXIT_USAGE
 
-    from sandbox.execute import run
-
     from policies.env import FALLBACK_PATH
     from sandbox.backends.base import SandboxSetupError
+    from sandbox.execute import run
 
     command = parsed.command
     if "/" not in command[0]:
@@ -180,6 +179,17 @@ def run_command(args: list[str]) -> int:
         fh.write(chunk)
         fh.flush()
 
+    import signal
+
+    received: list[int] = []
+
+    def _terminate(signum: int, _frame: object) -> None:
+        # SIGTERM/SIGHUP to stockade must still kill the sandboxed tree and clean up.
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     try:
         result = run(
             command,
@@ -193,7 +203,7 @@ def run_command(args: list[str]) -> int:
         _err(f"sandbox setup failed: {exc}")
         return EXIT_SETUP
     except KeyboardInterrupt:
-        return 130
+        return 128 + (received[0] if received else signal.SIGINT)
     if as_json:
         out.write(result.to_json().encode() + b"\n")
         out.flush()

@@ -26,7 +26,7 @@ _NET_ERRORS = ("Network is unreachable", "Address family not supported", "Tempor
                "Failed to establish a new connection", "getaddrinfo failed")
 # A path-looking token: quoted, or an absolute/relative path ending at ':' or whitespace.
 _Q = "'\"`\u2018\u2019"  # quotes tools put around paths, curly ones included
-_PATH = re.compile(rf"[{_Q}]((?:/|\./|\.\./|~/)?[^{_Q}\s]+)[{_Q}]|((?:/|\./|\.\./)[^\s:{_Q}]+)")
+_PATH = re.compile(rf"[{_Q}]([^{_Q}\s]+)[{_Q}]|(?:^|(?<=\s))([^\s:{_Q}]*/[^\s:{_Q}]*)")
 _MAX_DENIALS = 20
 
 

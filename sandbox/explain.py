@@ -54,9 +54,9 @@ def explain_plan(
     except ImportError as exc:  # pragma: no cover - partial checkout
         plan["seccomp"] = f"unavailable: {exc}"
     if chosen.name == "bwrap":
-        from policies.compile.bwrap import bwrap_argv
+        from sandbox.backends.bwrap import plan_argv
 
-        argv = bwrap_argv(rp, host, command, seccomp_fd=3, empty_dir="<empty-dir>")
+        argv = plan_argv(rp, host, command, seccomp_fd=3)
         plan["bwrap_argv"] = argv
         plan["bwrap_command"] = " ".join(shlex.quote(a) for a in argv)
     elif chosen.name == "landlock":

@@ -58,6 +58,9 @@ class Launch:
     cleanup: Callable[[], None] = lambda: None
     # True when killing the launched process kills every descendant (pid namespace).
     kills_tree: bool = False
+    # True when the launcher reports a signal death of the command as exit 128+N
+    # (bwrap does, like a shell); the engine maps 129..192 back to a signal.
+    exit_folds_signals: bool = False
     protections: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

@@ -58,3 +58,9 @@ def test_network(tmp_path: Path) -> None:
     assert d.kind == "network"
     rp_on = rp_for(tmp_path / "x", network=NetworkPolicy(mode=NetworkMode.ON))
     assert find_denials(b"curl: (6) Could not resolve host: example.com\n", rp_on) == []
+
+
+def test_unquoted_relative_protected(tmp_path: Path) -> None:
+    rp = rp_for(tmp_path)
+    [d] = find_denials(b"sh: 1: cannot create .git/config: Read-only file system\n", rp)
+    assert d.kind == "protected" and d.target == f"{tmp_path}/ws/.git/config"

@@ -1,0 +1,500 @@
+"""Run one command under a policy: prepare, spawn, stream, time out, kill the tree, reap, report.
+
+`prepare` (policy -> backend launch + per-run cgroup), `spawn`, `kill_tree`
+and `build_result` are shared with the trio path (`sandbox.aio`); `run` is
+the synchronous supervisor the CLI uses, spawning from the calling thread
+(which is also the thread that waits, so bwrap's --die-with-parent holds).
+
+Decisions kept here:
+- The main process is never reaped before the last kill: while it is a zombie
+  its pid (and so its process group id) cannot be reused, so killpg is safe.
+- After the main process exits (or is killed) the pipes are drained for at
+  most DRAIN_SECONDS, then whatever is left of the tree is killed and the
+  pipes abandoned: a background grandchild may hold them open forever.
+- Exit code and signal are reported as they happened; a timeout is a
+  `timed_out` flag plus a Denial, not a made-up exit code.
+
+Cold start: stdlib only at import time; psutil is imported only when a live
+tree has to be killed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import resource
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import IO
+
+from policies.env import build_env
+from policies.host import HostFacts
+from policies.model import SandboxPolicy
+from policies.resolve import ResolvedPolicy, resolve
+from sandbox.backends import choose
+from sandbox.backends.base import Launch, SandboxSetupError
+from sandbox.cgroup import RunCgroup, create
+from sandbox.detect import host_facts
+from sandbox.limits import child_limits, make_preexec
+from sandbox.result import Denial, Result
+
+DRAIN_SECONDS = 2.0
+READ_CHUNK = 64 * 1024
+POLL_SECONDS = 0.05  # exit polling, only where pidfd_open is missing (Linux < 5.3)
+
+OutputCallback = Callable[[str, bytes], None]
+StdinSource = bytes | int | IO[bytes] | IO[str] | None
+
+
+class Capture:
+    """One stream capped at `cap` bytes: the first half and the last half kept, the middle dropped."""
+
+    def __init__(self, cap: int) -> None:
+        self.head_cap = max(cap, 0) // 2
+        self.tail_cap = max(cap, 0) - self.head_cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk and self.tail_cap:
+            self.tail += chunk
+            excess = len(self.tail) - self.tail_cap
+            if excess > 0:
+                del self.tail[:excess]  # cheap: bytearray drops its front in place
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.head_cap + self.tail_cap
+
+    def value(self) -> bytes:
+        if not self.truncated:
+            return bytes(self.head + self.tail)
+        omitted = self.total - len(self.head) - len(self.tail)
+        return bytes(self.head) + f"\n[... {omitted} bytes omitted ...]\n".encode() + bytes(self.tail)
+
+
+@dataclass
+class Prepared:
+    """Everything decided before the spawn. `cleanup` undoes it (idempotent)."""
+
+    argv: list[str]
+    policy: SandboxPolicy
+    launch: Launch
+    backend: str
+    protections: dict[str, str]
+    timeout: float | None
+    cgroup: RunCgroup | None
+    warnings: list[str] = field(default_factory=list)  # the engine's; the launch keeps its own
+    resolved: ResolvedPolicy | None = None  # for explaining denials after the run
+    _cleaned: bool = False
+
+    def all_warnings(self) -> list[str]:
+        return [*self.warnings, *self.launch.warnings]
+
+    def cleanup(self) -> None:
+        if self._cleaned:
+            return
+        self._cleaned = True
+        try:
+            if self.cgroup is not None:
+                self.cgroup.kill_all()
+                self.warnings.extend(self.cgroup.remove())
+        finally:
+            self.launch.cleanup()
+
+    def finish(self, result: Result) -> Result:
+        """Clean up once the tree is gone, then add the run's warnings (cleanup may have added some)."""
+        self.cleanup()
+        result.warnings.extend(self.all_warnings())
+        return result
+
+
+@dataclass
+class Spawned:
+    """A live child: its pid, our ends of its pipes, and a pidfd to wait on without reaping."""
+
+    popen: subprocess.Popen[bytes]
+    pid: int
+    stdout: int | None  # our read ends (None once handed over or closed)
+    stderr: int | None
+    stdin: int | None  # our write end when stdin is a pipe
+    pidfd: int | None
+    started: float
+    reaped: bool = False
+
+    def close(self) -> None:
+        for fd in (self.stdout, self.stderr, self.stdin, self.pidfd):
+            _close(fd)
+        self.stdout = self.stderr = self.stdin = self.pidfd = None
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def prepare(
+    argv: list[str],
+    policy: SandboxPolicy,
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    backend: str = "auto",
+    host: HostFacts | None = None,
+) -> Prepared:
+    """Resolve the policy, pick the backend, make the run's cgroup and the launch. Spawns nothing."""
+    if not argv:
+        raise ValueError("argv is empty")
+    host = host or host_facts()
+    rp = resolve(policy, host, cwd)
+    if rp.problems:
+        raise SandboxSetupError("cannot run under this policy:\n  " + "\n  ".join(rp.problems))
+    chosen, protections = choose(rp, host, backend)
+    child_env = build_env(policy, os.environ if env is None else env, tmpdir="/tmp")
+    cgroup, warnings = create(host.cgroup, policy.limits)
+    try:
+        plan = child_limits(policy.limits, host, cgroup)
+        warnings.extend(plan.warnings)
+        hook: list[Callable[[], None]] = []
+
+        def limits_preexec() -> None:
+            hook[0]()
+
+        launch = chosen.launch(rp, host, list(argv), child_env, limits_preexec=limits_preexec)
+        # A pid namespace already catches orphans: skip the subreaper (and the ctypes import it needs).
+        hook.append(make_preexec(dataclasses.replace(plan, subreaper=plan.subreaper and not launch.kills_tree)))
+    except BaseException:
+        if cgroup is not None:
+            cgroup.remove()
+        raise
+    return Prepared(
+        argv=list(argv),
+        policy=policy,
+        launch=launch,
+        backend=chosen.name,
+        protections={**protections, **launch.protections},
+        timeout=policy.limits.timeout if timeout is None else timeout,
+        cgroup=cgroup,
+        warnings=warnings,
+        resolved=rp,
+    )
+
+
+def spawn(prep: Prepared, stdin: int | IO[bytes] | IO[str] | None = None, *, pipe_stdin: bool = False) -> Spawned:
+    """Start the launch in a new session with fresh pipes. Raises OSError when exec fails.
+
+    `pipe_stdin` gives the caller a pipe to write; else `stdin` is passed
+    through as is, None meaning /dev/null.
+    """
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    in_r, in_w = os.pipe() if pipe_stdin else (None, None)
+    child_stdin: int | IO[bytes] | IO[str] = (
+        in_r if in_r is not None else subprocess.DEVNULL if stdin is None else stdin
+    )
+    launch = prep.launch
+    try:
+        popen = subprocess.Popen(
+            launch.argv,
+            env=launch.env,
+            cwd=launch.cwd,
+            stdin=child_stdin,
+            stdout=out_w,
+            stderr=err_w,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=launch.pass_fds,
+            preexec_fn=launch.preexec_fn,
+        )
+    except subprocess.SubprocessError as exc:
+        for fd in (out_r, err_r, in_w):
+            _close(fd)
+        raise SandboxSetupError(f"confining the child failed before exec ({exc})") from exc
+    except BaseException:
+        for fd in (out_r, err_r, in_w):
+            _close(fd)
+        raise
+    finally:
+        for fd in (out_w, err_w, in_r):
+            _close(fd)
+    started = time.monotonic()
+    try:
+        pidfd: int | None = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    return Spawned(popen, popen.pid, out_r, err_r, in_w, pidfd, started)
+
+
+def has_exited(pid: int) -> bool:
+    """True once `pid` has exited, without reaping it (the fallback when there is no pidfd)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def kill_tree(sp: Spawned, cgroup: RunCgroup | None, *, descendants: bool) -> None:
+    """SIGKILL the run's whole tree. Safe to repeat; a no-op once the main process is reaped.
+
+    `descendants`: also walk the live process tree under the main process
+    (psutil), catching children that left the process group with setsid();
+    pointless once the main process has exited, as its children were
+    reparented then. The walk runs on a stopped tree: killing a child first
+    would let its parent react (a shell goes on to its next command), and
+    killing the parent first would reparent the children out of reach. The
+    cgroup, when there is one, catches everything else.
+    """
+    if sp.reaped:
+        return
+    found: dict[int, object] = {}
+    if descendants:
+        import psutil  # lazily: only a live tree needs the walk
+
+        _signal_group(sp.pid, signal.SIGSTOP)
+        for _ in range(10):  # a child outside the group may fork between the walk and its stop
+            try:
+                fresh = [p for p in psutil.Process(sp.pid).children(recursive=True) if p.pid not in found]
+            except psutil.Error:
+                break
+            if not fresh:
+                break
+            for proc in fresh:
+                found[proc.pid] = proc
+                try:
+                    proc.suspend()  # psutil checks the pid was not reused
+                except psutil.Error:
+                    pass
+    _signal_group(sp.pid, signal.SIGKILL)
+    for proc in found.values():
+        try:
+            proc.kill()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - psutil.Error: already gone
+            pass
+    if cgroup is not None:
+        cgroup.kill_all()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    """Signal the main process and its process group (pgid == pid: it is a session leader)."""
+    for send in (os.killpg, os.kill):
+        try:
+            send(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def reap(sp: Spawned) -> tuple[int, resource.struct_rusage]:
+    """Reap the main process: (wait status, rusage). Blocks until it has exited."""
+    _, status, rusage = os.wait4(sp.pid, 0)
+    sp.reaped = True
+    sp.popen.returncode = os.waitstatus_to_exitcode(status)  # so Popen never waits on it again
+    return status, rusage
+
+
+def build_result(
+    prep: Prepared,
+    status: int,
+    rusage: resource.struct_rusage | None,
+    stdout: Capture,
+    stderr: Capture,
+    *,
+    timed_out: bool,
+    duration: float,
+) -> Result:
+    """The Result, with denials for the timeout and for limits the kernel says were hit.
+
+    Read before cleanup (the cgroup's counters go with it); `Prepared.finish` adds the warnings.
+    """
+    code = os.waitstatus_to_exitcode(status)
+    sig = -code if code < 0 else None
+    if sig is None and prep.launch.exit_folds_signals and 128 < code <= 128 + 64:
+        sig = code - 128  # bwrap folds the command's signal death into 128+N
+    limits = prep.policy.limits
+    denials: list[Denial] = []
+    if timed_out:
+        denials.append(Denial("timeout", "", f"wall timeout {prep.timeout:g}s", "the process tree was killed"))
+    if sig == signal.SIGXFSZ:
+        denials.append(Denial("limit", "file size", f"file_size_mb={limits.file_size_mb}",
+                              "a write went past the file size limit (SIGXFSZ)"))
+    if sig in (signal.SIGXCPU, signal.SIGKILL) and limits.cpu_seconds and _cpu_seconds(rusage) >= limits.cpu_seconds:
+        denials.append(Denial("limit", "cpu time", f"cpu_seconds={limits.cpu_seconds}",
+                              "the CPU time limit ended the process"))
+    if prep.cgroup is not None:
+        ooms = prep.cgroup.oom_kills()
+        if ooms:
+            denials.append(Denial("limit", "memory", f"memory_mb={limits.memory_mb}",
+                                  f"the kernel OOM killer ended {ooms} process(es) at the cgroup memory limit"))
+        refused = prep.cgroup.forks_refused()
+        if refused:
+            denials.append(Denial("limit", "processes", f"pids={limits.pids}",
+                                  f"{refused} fork(s) refused at the pids limit"))
+    if prep.resolved is not None and prep.policy.confined and code != 0:
+        from sandbox.denials import find_denials
+
+        denials.extend(find_denials(stderr.value() + b"\n" + stdout.value(), prep.resolved))
+    return Result(
+        argv=list(prep.argv),
+        exit_code=None if sig is not None else code,
+        signal=sig,
+        stdout=stdout.value(),
+        stderr=stderr.value(),
+        stdout_truncated=stdout.truncated,
+        stderr_truncated=stderr.truncated,
+        stdout_total=stdout.total,
+        stderr_total=stderr.total,
+        timed_out=timed_out,
+        duration=duration,
+        peak_rss_kb=rusage.ru_maxrss if rusage is not None else None,
+        backend=prep.backend,
+        protections=dict(prep.protections),
+        denials=denials,
+    )
+
+
+def _cpu_seconds(rusage: resource.struct_rusage | None) -> float:
+    return rusage.ru_utime + rusage.ru_stime if rusage is not None else 0.0
+
+
+def exec_failed(prep: Prepared, exc: OSError) -> Result:
+    """The shell's answer when the command cannot be executed: 127 not found, 126 not executable."""
+    code = 127 if exc.errno == errno.ENOENT else 126
+    message = f"stockade: {prep.argv[0]}: {exc.strerror or exc}\n".encode()
+    err = Capture(prep.policy.limits.output_bytes)
+    err.add(message)
+    return build_result(prep, code << 8, None, Capture(0), err, timed_out=False, duration=0.0)
+
+
+def run(
+    argv: list[str],
+    policy: SandboxPolicy,
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: StdinSource = None,
+    timeout: float | None = None,
+    backend: str = "auto",
+    on_output: OutputCallback | None = None,
+    host: HostFacts | None = None,
+) -> Result:
+    """Run `argv` confined by `policy` and wait for it.
+
+    env: the caller environment to filter (default os.environ). stdin: bytes
+    to feed, an fd or file to pass through, or None for /dev/null. timeout
+    overrides policy.limits.timeout. on_output(stream, chunk) is called as
+    output arrives. Raises SandboxSetupError when nothing could be run; a
+    command that cannot be executed gives the shell's 127 (not found) or 126.
+    """
+    if isinstance(stdin, int) and stdin < 0 and stdin != subprocess.DEVNULL:
+        raise ValueError("stdin: pass bytes to feed the command, an fd or file to pass through, or None")
+    prep = prepare(argv, policy, cwd=cwd, env=env, timeout=timeout, backend=backend, host=host)
+    try:
+        try:
+            if isinstance(stdin, bytes):
+                sp, feed = spawn(prep, pipe_stdin=True), stdin
+            else:
+                sp, feed = spawn(prep, stdin), b""
+        except OSError as exc:
+            result = exec_failed(prep, exc)
+        else:
+            result = _supervise(prep, sp, feed, on_output)
+    except BaseException:
+        prep.cleanup()
+        raise
+    return prep.finish(result)
+
+
+def _supervise(prep: Prepared, sp: Spawned, feed: bytes, on_output: OutputCallback | None) -> Result:
+    """Pump the pipes until the main process exits and the pipes drain, killing on timeout."""
+    captures = {"stdout": Capture(prep.policy.limits.output_bytes),
+                "stderr": Capture(prep.policy.limits.output_bytes)}
+    deadline = sp.started + prep.timeout if prep.timeout is not None else None
+    timed_out = exited = False
+    drain_until: float | None = None
+    pending = memoryview(feed)
+    sel = selectors.DefaultSelector()
+    try:
+        sel.register(sp.stdout, selectors.EVENT_READ, "stdout")
+        sel.register(sp.stderr, selectors.EVENT_READ, "stderr")
+        if sp.pidfd is not None:
+            sel.register(sp.pidfd, selectors.EVENT_READ, "exit")
+        if sp.stdin is not None and pending:
+            os.set_blocking(sp.stdin, False)
+            sel.register(sp.stdin, selectors.EVENT_WRITE, "stdin")
+        else:
+            _close(sp.stdin)
+            sp.stdin = None
+        readers = 2
+        while True:
+            now = time.monotonic()
+            if not exited and sp.pidfd is None:
+                exited = has_exited(sp.pid)
+            if not exited and deadline is not None and now >= deadline and not timed_out:
+                timed_out = True
+                kill_tree(sp, prep.cgroup, descendants=True)
+            if exited:
+                if drain_until is None:
+                    drain_until = now + DRAIN_SECONDS
+                    if sp.stdin is not None:
+                        sel.unregister(sp.stdin)
+                        _close(sp.stdin)
+                        sp.stdin = None
+                if readers == 0 or now >= drain_until:
+                    break
+            wakeups = [t for t in (drain_until, None if timed_out else deadline) if t is not None]
+            if sp.pidfd is None and not exited:
+                wakeups.append(now + POLL_SECONDS)
+            wait = max(0.0, min(wakeups) - now) if wakeups else None
+            for key, _ in sel.select(wait):
+                what = key.data
+                if what == "exit":
+                    exited = True
+                    sel.unregister(key.fd)
+                elif what == "stdin":
+                    try:
+                        pending = pending[os.write(key.fd, pending[:READ_CHUNK]):]
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # EPIPE: the command closed its stdin
+                        pending = pending[:0]
+                    if not pending:
+                        sel.unregister(key.fd)
+                        _close(sp.stdin)
+                        sp.stdin = None
+                else:
+                    chunk = os.read(key.fd, READ_CHUNK)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                        readers -= 1
+                        continue
+                    captures[what].add(chunk)
+                    if on_output is not None:
+                        on_output(what, chunk)
+        # Leftovers of the tree (background jobs, daemons) die with the run.
+        kill_tree(sp, prep.cgroup, descendants=False)
+        status, rusage = reap(sp)
+        return build_result(prep, status, rusage, captures["stdout"], captures["stderr"],
+                            timed_out=timed_out, duration=time.monotonic() - sp.started)
+    except BaseException:
+        # KeyboardInterrupt, or on_output raised: nothing of the run may outlive us.
+        kill_tree(sp, prep.cgroup, descendants=not exited)
+        if not sp.reaped:
+            reap(sp)
+        raise
+    finally:
+        sel.close()
+        sp.close()

@@ -1,0 +1,123 @@
+"""Resource limits applied inside the child, between fork and exec.
+
+The parent decides everything (`child_limits`), so the pre-exec hook only
+makes syscalls: join the run's cgroup, set rlimits, maybe become a subreaper.
+Which mechanism carries which limit:
+
+- pids: the cgroup pids controller when there is one (root is exempt from
+  RLIMIT_NPROC, so for root it is the only thing that stops a fork bomb); else
+  RLIMIT_NPROC for non-root callers.
+- memory: the memory cgroup when there is one; else RLIMIT_AS. RLIMIT_AS
+  counts address space, not memory, and breaks V8 and Go runtimes when low,
+  so it is only the fallback.
+- file size (RLIMIT_FSIZE), CPU seconds (RLIMIT_CPU), no core dumps (RLIMIT_CORE 0).
+
+Without a cgroup the child also becomes a child subreaper, so descendants
+orphaned by a dying middle process (`(setsid cmd &)`) reparent to the run's
+main process instead of init, and tree-kill can still find them.
+
+Stdlib only: imported on the `stockade run` cold path.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from policies.host import HostFacts
+from policies.model import Limits
+from sandbox.cgroup import RunCgroup
+
+MIB = 1024 * 1024
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass(frozen=True)
+class ChildLimits:
+    rlimits: tuple[tuple[int, int, int], ...] = ()  # (resource, soft, hard)
+    join: tuple[str, ...] = ()  # cgroup.procs files the child writes "0" to
+    subreaper: bool = False
+    warnings: tuple[str, ...] = ()  # limits asked for that nothing here can enforce
+
+
+def _capped(res: int, soft: int, hard: int | None = None) -> tuple[int, int, int]:
+    """Never ask for more than the current hard limit: an unprivileged setrlimit would fail."""
+    hard = soft if hard is None else hard
+    current = resource.getrlimit(res)[1]
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    return res, soft, hard
+
+
+def user_tasks(uid: int) -> int:
+    """Tasks (threads) the uid runs now: RLIMIT_NPROC counts all of them, not only this run's.
+
+    One stat per process: /proc/<pid>/task has 2 + <threads> links.
+    """
+    count = 0
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return 0
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                st = os.stat(f"/proc/{entry.name}/task")
+            except OSError:
+                continue
+            if st.st_uid == uid:
+                count += max(st.st_nlink - 2, 1)
+    return count
+
+
+def child_limits(limits: Limits, host: HostFacts, cgroup: RunCgroup | None) -> ChildLimits:
+    rl = [_capped(resource.RLIMIT_CORE, 0)]
+    if limits.file_size_mb:
+        rl.append(_capped(resource.RLIMIT_FSIZE, limits.file_size_mb * MIB))
+    if limits.cpu_seconds:
+        # Soft first: SIGXCPU is catchable and reported as a limit; the hard limit then SIGKILLs.
+        rl.append(_capped(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1))
+    if limits.memory_mb and (cgroup is None or cgroup.memory_dir is None):
+        rl.append(_capped(resource.RLIMIT_AS, limits.memory_mb * MIB))
+    warnings: list[str] = []
+    if limits.pids and cgroup is None:
+        if host.uid != 0:
+            # Per-user limit: give the run `pids` tasks on top of what the user already runs.
+            rl.append(_capped(resource.RLIMIT_NPROC, user_tasks(host.uid) + limits.pids))
+        else:
+            warnings.append(f"pids limit {limits.pids} not enforced: root is exempt from RLIMIT_NPROC "
+                            "and no per-run cgroup is available")
+    return ChildLimits(
+        rlimits=tuple(rl),
+        join=cgroup.join_files if cgroup else (),
+        subreaper=cgroup is None,
+        warnings=tuple(warnings),
+    )
+
+
+def make_preexec(plan: ChildLimits) -> Callable[[], None]:
+    """The pre-exec hook for `plan`. Runs in the forked child: syscalls only, no imports, no locks."""
+    rlimits, join = plan.rlimits, plan.join
+    prctl = None
+    if plan.subreaper:
+        import ctypes  # lazily: only runs without a cgroup need it
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def apply_limits() -> None:
+        for path in join:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        for res, soft, hard in rlimits:
+            resource.setrlimit(res, (soft, hard))
+        if prctl is not None:
+            prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    return apply_limits
