@@ -93,11 +93,13 @@ def main() -> None:
     from policies.env import build_env
 
     launch = get_backend("bwrap").launch(rp, host, ["/bin/true"], build_env(policy, os.environ))
-    try:
-        bare_bwrap = median(timed(lambda: subprocess.run(
-            launch.argv, env=launch.env, cwd=launch.cwd, pass_fds=launch.pass_fds), args.cold_n))
-        for fd in launch.pass_fds:
+    def bare_bwrap_once() -> None:
+        for fd in launch.pass_fds:  # bwrap reads the BPF to its end; rewind for the next run
             os.lseek(fd, 0, os.SEEK_SET)
+        subprocess.run(launch.argv, env=launch.env, cwd=launch.cwd, pass_fds=launch.pass_fds, check=True)
+
+    try:
+        bare_bwrap = median(timed(bare_bwrap_once, args.cold_n))
     finally:
         launch.cleanup()
     row("bare bwrap argv stockade builds", bare_bwrap)

@@ -174,6 +174,7 @@ class RunCgroup:
             except OSError:
                 pass
         deadline = time.monotonic() + timeout
+        pause = 0.0005  # members are usually already exiting: poll fast, then back off
         while pids:
             for pid in pids:
                 try:
@@ -182,7 +183,8 @@ class RunCgroup:
                     pass
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.005)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
             pids = self.members()
         return True
 
@@ -200,7 +202,7 @@ class RunCgroup:
                     # EBUSY while killed members are still exiting.
                     if attempt == 99:
                         warnings.append(f"could not remove cgroup {path}: {exc}")
-                    time.sleep(0.01)
+                    time.sleep(min(0.0005 * 2**attempt, 0.01))
             if parent:
                 try:
                     os.rmdir(os.path.dirname(path))

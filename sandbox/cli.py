@@ -213,6 +213,11 @@ def run_command(args: list[str]) -> int:
         for denial in result.denials:
             err.write(denial.hint().encode() + b"\n")
         err.flush()
+    setup = [d for d in result.denials if d.kind == "setup"]
+    if setup:
+        if not as_json:
+            _err(f"sandbox setup failed: {setup[0].detail}; nothing ran (see `stockade doctor`)")
+        return EXIT_SETUP
     if result.timed_out:
         if not as_json:
             _err(f"timed out after {policy.limits.timeout:g}s; killed the whole process tree")

@@ -343,6 +343,12 @@ def build_result(
         if refused:
             denials.append(Denial("limit", "processes", f"pids={limits.pids}",
                                   f"{refused} fork(s) refused at the pids limit"))
+    err_head = stderr.value()[:4096]
+    if prep.backend == "bwrap" and code == 1 and err_head.startswith(b"bwrap: ") \
+            and not err_head.startswith(b"bwrap: execvp"):
+        # bwrap failed before the command ran (a mount it could not make): nothing was executed.
+        first = err_head.split(b"\n", 1)[0].decode("utf-8", "replace")
+        denials.append(Denial("setup", "", "bwrap could not build the sandbox", first))
     if prep.resolved is not None and prep.policy.confined and code != 0:
         from sandbox.denials import find_denials
 

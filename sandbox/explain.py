@@ -46,35 +46,19 @@ def explain_plan(
     plan["protections"] = protections
     if not policy.confined:
         return plan
-    netns = chosen.name == "bwrap" or (chosen.name == "landlock" and _landlock_has_ns(host))
-    try:
-        from policies.compile.seccomp import describe, seccomp_rules
-
-        plan["seccomp"] = describe(seccomp_rules(policy, host, netns=netns))
-    except ImportError as exc:  # pragma: no cover - partial checkout
-        plan["seccomp"] = f"unavailable: {exc}"
     if chosen.name == "bwrap":
+        from policies.compile.seccomp import describe, seccomp_rules
         from sandbox.backends.bwrap import plan_argv
 
         argv = plan_argv(rp, host, command, seccomp_fd=3)
         plan["bwrap_argv"] = argv
         plan["bwrap_command"] = " ".join(shlex.quote(a) for a in argv)
+        plan["seccomp"] = describe(seccomp_rules(policy, host, netns=True))
     elif chosen.name == "landlock":
-        from policies.compile.landlock import landlock_plan
+        from sandbox.backends.landlock import LandlockBackend
 
-        ll = landlock_plan(rp, host, tmp_dir="<private-tmp>")
-        plan["landlock"] = _jsonable(ll)
-        try:
-            from policies.compile import mounts
-
-            plan["mounts"] = _jsonable(mounts.mount_plan(rp, host, tmp_dir="<private-tmp>"))
-        except (ImportError, AttributeError, TypeError):
-            pass
+        plan.update(LandlockBackend().explain(rp, host))
     return plan
-
-
-def _landlock_has_ns(host: HostFacts) -> bool:
-    return host.is_root or host.userns
 
 
 def _jsonable(value: Any) -> Any:
@@ -111,21 +95,10 @@ def render_text(plan: dict[str, Any]) -> str:
     if "bwrap_command" in plan:
         lines.append("bwrap argv (seccomp BPF on fd 3):")
         lines.append("  " + plan["bwrap_command"])
-    if "landlock" in plan:
-        ll = plan["landlock"]
-        lines.append("landlock:")
-        for key, value in ll.items():
-            if key == "rules":
-                for rule in value:
-                    lines.append(f"  rule: {rule}")
-            else:
-                lines.append(f"  {key}: {value}")
-    if "mounts" in plan:
-        lines.append("mount namespace:")
-        for op in plan["mounts"] if isinstance(plan["mounts"], list) else plan["mounts"].get("ops", []):
-            lines.append(f"  {op}")
-    if "seccomp" in plan:
-        lines.append("seccomp:")
-        seccomp = plan["seccomp"]
-        lines.extend(f"  {line}" for line in (seccomp if isinstance(seccomp, list) else [seccomp]))
+    for key in ("namespaces", "landlock", "mounts", "seccomp"):
+        value = plan.get(key)
+        if value is None:
+            continue
+        lines.append(f"{key}:")
+        lines.extend(f"  {line}" for line in (value if isinstance(value, list) else [value]))
     return "\n".join(lines)
