@@ -204,6 +204,10 @@ def profile_path(name_or_file: str) -> Path:
 def load_profile(name_or_file: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     path = profile_path(name_or_file)
     data = read_toml(path)
+    for root in data.get("writable_roots", ()):
+        expanded = os.path.expanduser(root)
+        if os.path.isabs(expanded) and not os.path.isdir(expanded):
+            raise PolicyError(str(path), "writable_roots", f"{root}: no such directory")
     for key in ("profile", "trusted_projects"):
         if key in data:
             raise PolicyError(str(path), key, "only allowed in the user or project config file")
@@ -270,6 +274,8 @@ def build_policy(
         if key in user:
             raise PolicyError(str(upath), key, "not allowed in the user file (use `profile`)")
 
+    _check_roots(user, str(upath), workspace)
+    _check_roots(project, str(ppath), workspace)
     profile_name = ov.policy or user.get("profile") or DEFAULT_PROFILE
     data = _merge(load_profile(profile_name), _strip(user))
     before = _to_policy(data, workspace, str(upath))
@@ -284,6 +290,12 @@ def build_policy(
         data = merged
     policy = _to_policy(data, workspace, "--policy")
     return apply_overrides(policy, ov)
+
+
+def _check_roots(data: dict[str, Any], source: str, workspace: str) -> None:
+    for root in data.get("writable_roots", ()):
+        if not os.path.isdir(_abspath(root, workspace)):
+            raise PolicyError(source, "writable_roots", f"{root}: no such directory")
 
 
 def _strip(data: dict[str, Any]) -> dict[str, Any]:

@@ -78,6 +78,19 @@ def _kind(path: str) -> str:
     return "missing"
 
 
+def state_dirs() -> tuple[str, str]:
+    """stockade's own cache and config directories (XDG-aware).
+
+    The cache holds host facts and compiled seccomp filters, the config the
+    user's policy: a command that could write either would weaken the next
+    run, so whenever a writable root contains them they are protected.
+    """
+    home = os.path.expanduser("~")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    return os.path.join(cache, "stockade"), os.path.join(config, "stockade")
+
+
 def resolve(
     policy: SandboxPolicy,
     host: HostFacts,
@@ -142,6 +155,11 @@ def resolve(
                                 add(common_real, "dir", f"commondir of {real_target}")
                 else:
                     problems.append(f"{candidate} points to {target}, which does not exist")
+
+    for state in state_dirs():
+        real_state = _real(state)
+        if _under_any(real_state, writable):
+            add(real_state, _kind(real_state), "stockade's own state (cache, config)")
 
     deny: list[DeniedPath] = []
     deny_seen: set[str] = set()

@@ -89,11 +89,58 @@ def bpf_bytes(plan: SeccompPlan) -> bytes:
 
 @functools.lru_cache(maxsize=64)
 def _build(plan: SeccompPlan) -> bytes:
-    data = _export(_filter(plan), "export_bpf")
-    if not data or len(data) % 8 or len(data) // 8 > BPF_MAXINSNS:
-        raise SeccompBuildError(f"libseccomp produced an unusable filter ({len(data)} bytes)")
+    key = repr(plan).encode()
+    data = _read_cached(key)
+    if data is None:
+        data = _export(_filter(plan), "export_bpf")
+        if not data or len(data) % 8 or len(data) // 8 > BPF_MAXINSNS:
+            raise SeccompBuildError(f"libseccomp produced an unusable filter ({len(data)} bytes)")
+        _write_cached(key, data)
     prepare(data)
     return data
+
+
+# A cold `stockade run` would spend ~6 ms importing pyseccomp and compiling, so
+# the BPF is kept on disk, next to the host-facts cache, keyed by the plan's full
+# text (compared exactly, no hash). That directory is a protected path whenever a
+# writable root contains it (policies.resolve.state_dirs), so a sandboxed command
+# can never plant a weaker filter for the next run.
+_MAGIC = b"stockade-bpf-1\n"
+
+
+def _cache_path(key: bytes) -> str:
+    import zlib
+
+    from policies.resolve import state_dirs
+
+    return os.path.join(state_dirs()[0], f"bpf-{zlib.crc32(key):08x}-{len(key)}.bin")
+
+
+def _read_cached(key: bytes) -> bytes | None:
+    try:
+        with open(_cache_path(key), "rb") as fh:
+            blob = fh.read()
+    except OSError:
+        return None
+    head = _MAGIC + len(key).to_bytes(4, "little") + key
+    if not blob.startswith(head):
+        return None
+    data = blob[len(head):]
+    if not data or len(data) % 8 or len(data) // 8 > BPF_MAXINSNS:
+        return None
+    return data
+
+
+def _write_cached(key: bytes, data: bytes) -> None:
+    path = _cache_path(key)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            fh.write(_MAGIC + len(key).to_bytes(4, "little") + key + data)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache: failing to write it only costs the next cold start
 
 
 def pfc_text(plan: SeccompPlan) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -47,6 +46,8 @@ def _ensure_registry(path: str) -> None:
 
 
 def _key(path: str) -> str:
+    import hashlib  # lazily: ~2 ms of the cold start otherwise
+
     return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 

@@ -161,3 +161,16 @@ def test_bad_overrides(tmp_path: Path, ov: Overrides, match: str) -> None:
 def test_missing_workspace(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="not a directory"):
         build_policy(Overrides(workspace=str(tmp_path / "nope")))
+
+
+def test_missing_writable_root_in_file(tmp_path: Path) -> None:
+    f = write(tmp_path / "p.toml", 'writable_roots = ["/no/such/dir"]\n')
+    with pytest.raises(PolicyError) as err:
+        build_policy(Overrides(policy=str(f), workspace=str(tmp_path)))
+    assert str(err.value) == f"{f}: writable_roots: /no/such/dir: no such directory"
+
+
+def test_missing_writable_root_in_user_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    f = user_file(monkeypatch, tmp_path, 'writable_roots = ["~/nope-xyz"]\n')
+    with pytest.raises(PolicyError, match=f"^{f}: writable_roots: ~/nope-xyz: no such directory$"):
+        build_policy(Overrides(workspace=str(tmp_path)))

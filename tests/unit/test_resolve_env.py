@@ -135,3 +135,14 @@ def test_env_set_wins(tmp_path: Path) -> None:
     policy = SandboxPolicy(workspace=str(tmp_path), env=EnvPolicy(set={"API_TOKEN": "given", "PAGER": "less"}))
     env = build_env(policy, {"PATH": "/bin"})
     assert env["API_TOKEN"] == "given" and env["PAGER"] == "less"
+
+
+def test_state_dirs_protected_when_inside_writable_root(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "stockade").mkdir(parents=True)
+    rp = resolve(SandboxPolicy(workspace=str(tmp_path)), host(tmp_path))
+    assert any(p.path == str(tmp_path / "cache" / "stockade") and p.kind == "dir" for p in rp.protected)
+    elsewhere = tmp_path / "ws"
+    elsewhere.mkdir()
+    rp = resolve(SandboxPolicy(workspace=str(elsewhere)), host(tmp_path))
+    assert all("cache" not in p.path for p in rp.protected)
