@@ -15,8 +15,9 @@ there is no stub), so a later run recognises an empty dir as a stub (and not
 the user's) and joins it. The last run out (the one that gets `.users`
 exclusively) removes the stub, only if it is still the same empty dir. A stub
 left by a crash is removed by the next run that joins and leaves it. The
-lock files themselves stay (tiny, in the registry); deleting lock files
-races with their next user.
+last run out also unlinks both lock files, so the registry does not grow;
+a process that locked a lock file just as it was unlinked notices (the
+path no longer names the inode it locked) and starts over.
 """
 
 from __future__ import annotations
@@ -120,9 +121,8 @@ class StubLease:
         touched).
         """
         lock, users = self._files(path)
-        lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock_fd = _lock_current(lock)
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
             ident = _read_ident(lock_fd)
             if not os.path.lexists(path):
                 if not create:
@@ -143,13 +143,12 @@ class StubLease:
         problems: list[str] = []
         for held in reversed(self.held):
             try:
-                lock_fd = os.open(held.lock, os.O_RDWR | os.O_CLOEXEC)
+                lock_fd = _lock_current(held.lock)
             except OSError as exc:
                 problems.append(f"cannot lock stub {held.path}: {exc}")
                 os.close(held.users_fd)
                 continue
             try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX)
                 try:
                     fcntl.flock(held.users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -162,11 +161,34 @@ class StubLease:
                         problems.append(f"could not remove stub {held.path}: {exc}")
                         continue
                 _write_ident(lock_fd, None)  # gone, or user data now: no longer a stub
+                # Last one out, under both locks: retire the lock files too.
+                for name in (held.lock[: -len(".lock")] + ".users", held.lock):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name)
             finally:
                 os.close(held.users_fd)
                 os.close(lock_fd)
         self.held.clear()
         return problems
+
+
+def _lock_current(path: str) -> int:
+    """Open and exclusively lock `path`, retrying if it was unlinked (retired) meanwhile."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and (current.st_dev, current.st_ino) == (st.st_dev, st.st_ino):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
 
 
 def new_lease(uid: int | None = None) -> StubLease:
