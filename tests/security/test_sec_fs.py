@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat
 import subprocess
 
 import pytest
-from conftest import MIB, PY, Sampler, bind_mount, cmdline_pids, proc_status, snap
+from conftest import BASE, CANARY, MIB, PY, Sampler, bind_mount, cmdline_pids, proc_status, snap
 
 # What the command tries on each target file, `{t}` being the target.
 FILE_OPS = {
@@ -19,6 +21,7 @@ FILE_OPS = {
     "chmod": "chmod 0777 {t}",
     "chown": "chown 1234:1234 {t}",
     "utimes": "touch -d 2001-01-01 {t}",
+    "xattr": f"{PY} -c \"import os; os.setxattr('{{t}}', 'user.pwned', b'1')\"",
     "replace-via-tmpfile": "cp /etc/hostname {t}.new && mv -f {t}.new {t}",
 }
 # What the command tries in a directory, `{d}` being the directory.
@@ -107,7 +110,7 @@ def test_missing_protected_path_cannot_be_created(backend, mode, name, box, run_
     """Protected names stay unwritable before they exist (as a dir, a file or via git init)."""
     shutil.rmtree(box.ws / name, ignore_errors=True)
     script = (f"( {CREATE_PROTECTED.format(n=name)} ) 2>&1; ( rm -rf {name}; echo 'gitdir: /tmp/x' > {name} ) 2>&1; "
-              f"( rm -rf {name}; ln -s /tmp {name} ) 2>&1; ( git init -q . ) 2>&1; echo attempted")
+              f"( rm -rf {name}; ln -s {box.outside} {name} ) 2>&1; ( git init -q . ) 2>&1; echo attempted")
     r = run_in(backend, mode, script)
     assert not os.path.lexists(box.ws / name), f"{name} was created on the host\n{r.why}"
 
@@ -151,7 +154,7 @@ def test_git_dir_elsewhere_protected(backend, mode, where, box, run_in):
               f"mkdir -p {store}/objects/ab && echo x > {store}/objects/ab/cd; "
               "git -c user.name=x -c user.email=y@z commit -q --allow-empty -m pwned; "
               f"mv {store} {store}.moved; rm -rf {store}/hooks ) 2>&1; "
-              "( echo 'gitdir: /tmp/evil' > .git; rm -f .git; mv .git .git-old; ln -sfn /tmp .git ) 2>&1; "
+              "( echo 'gitdir: /tmp/evil' > .git; rm -f .git; mv .git .git-old; ln -sfn {box.outside} .git ) 2>&1; "
               "echo attempted")
     r = run_in(backend, mode, script, writable_roots=(extra,))
     assert snap(store) == before_store, f"{store} changed\n{r.why}"
@@ -335,9 +338,18 @@ KNOBS = {
     "sysctl-core_pattern": ("/proc/sys/kernel/core_pattern", "open"),
     "sysctl-modprobe": ("/proc/sys/kernel/modprobe", "open"),
     "proc-sysrq-trigger": ("/proc/sysrq-trigger", "open"),
+    "binfmt_misc-register": ("/proc/sys/fs/binfmt_misc/register", "open"),
     "sysfs-read_ahead_kb": ("/sys/block/{disk}/queue/read_ahead_kb", "write"),
+    "sysfs-module-param": ("/sys/module/printk/parameters/time", "write"),
     "sysfs-uevent_helper": ("/sys/kernel/uevent_helper", "open"),
 }
+
+
+def _other_value(current: str) -> str:
+    word = current.split()[0]
+    if word in ("Y", "N"):
+        return "N" if word == "Y" else "Y"
+    return str(int(word) + 128)  # a multiple of the page size in KiB, for read_ahead_kb
 
 
 @pytest.mark.parametrize("knob", KNOBS)
@@ -352,7 +364,7 @@ def test_kernel_settings_not_writable(backend, mode, knob, run_in):
     before = open(path, encoding="ascii").read()
     try:
         if how == "write":
-            new = str(int(before.split()[0]) + 3)
+            new = _other_value(before)
             r = run_in(backend, mode, f"echo {new} > {path} 2>&1; echo attempted")
             after = open(path, encoding="ascii").read()
             assert after == before, f"the sandbox changed the host {path}: {before.strip()} -> {after.strip()}\n{r.why}"
@@ -363,3 +375,102 @@ def test_kernel_settings_not_writable(backend, mode, knob, run_in):
         if open(path, encoding="ascii").read() != before:
             with open(path, "w", encoding="ascii") as fh:
                 fh.write(before)
+
+
+DEV_NODES = ("/dev/null", "/dev/zero", "/dev/tty", "/dev/urandom")
+
+
+def _dev_state() -> dict[str, tuple[int, int, int, int]]:
+    out = {}
+    for path in DEV_NODES:
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            out[path] = (st.st_mode, st.st_uid, st.st_gid, st.st_rdev)
+    return out
+
+
+def test_host_device_nodes_unchanged(backend, mode, run_in):
+    """A root caller owns the host's /dev/null & co.: chmod/chown/rm/replace from inside must not reach them."""
+    if CANARY:
+        pytest.skip("unconfined, this really breaks the host's /dev/null for a moment (checked once, by hand)")
+    before = _dev_state()
+    script = "; ".join(f"( chmod 000 {p}; chown 1234 {p}; rm -f {p}; mknod {p} c 1 5; touch -d 2001-01-01 {p} ) 2>&1"
+                       for p in DEV_NODES)
+    try:
+        r = run_in(backend, mode, script + "; echo attempted")
+        assert _dev_state() == before, f"host device nodes changed\n{r.why}"
+    finally:
+        for path, (st_mode, uid, gid, rdev) in before.items():  # repair the host if an escape broke it
+            with contextlib.suppress(OSError):
+                if _dev_state().get(path) != (st_mode, uid, gid, rdev):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    os.mknod(path, st_mode, rdev)
+                    os.chown(path, uid, gid)
+                    os.chmod(path, stat.S_IMODE(st_mode))
+
+
+def _host_disk() -> str | None:
+    """The /dev node of the block device holding the victims (what a raw read would scan)."""
+    st = os.stat(BASE)
+    for name in (f"/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}",):
+        if os.path.exists(name):
+            return os.path.realpath(name)
+    try:
+        dev = open(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/uevent").read()
+        return "/dev/" + next(ln.split("=", 1)[1] for ln in dev.splitlines() if ln.startswith("DEVNAME="))
+    except (OSError, StopIteration):
+        return None
+
+
+RAW_DISK = """
+import os, sys
+dev, major, minor = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for path in (dev, "ws-disk", os.environ.get("TMPDIR", "/tmp") + "/disk"):
+    if path != dev:
+        try:
+            os.mknod(path, 0o600 | 0o060000, os.makedev(major, minor))
+            print("MKNOD-OK", path, flush=True)
+        except OSError as exc:
+            print("mknod failed", path, exc)
+    try:
+        with open(path, "rb") as fh:
+            print("RAW-DISK-READ", path, len(fh.read(4096)), flush=True)
+    except OSError as exc:
+        print("open failed", path, exc)
+"""
+
+
+def test_raw_disk_not_readable(backend, mode, box, run_in):
+    """Reading the block device under the deny-read files reads them all (and /etc/shadow): the host disk
+    must not open, not even through a device node the command makes itself. A read leaves no trace on the
+    host, so the kernel's answer is what is checked; mknod is checked on the host too."""
+    disk = _host_disk()
+    if disk is None or not os.path.exists(disk):
+        pytest.skip("cannot tell which block device holds the test files")
+    st = os.stat(disk)
+    path = box.root / "rawdisk.py"
+    path.write_text(RAW_DISK)
+    r = run_in(backend, mode, f"{PY} {path} {disk} {os.major(st.st_rdev)} {os.minor(st.st_rdev)}")
+    assert "RAW-DISK-READ" not in r.out, f"the host disk {disk} could be read inside the sandbox\n{r.why}"
+    nodes = [p for p in (box.ws / "ws-disk",) if os.path.lexists(p)]
+    assert not nodes, f"the command created device nodes on the host: {nodes}\n{r.why}"
+
+
+def test_missing_protected_path_stays_protected_across_concurrent_runs(backend, box, run_in):
+    """While one run is still going, other runs in the same workspace start and finish (setting up and
+    removing whatever marks a missing `.stockade`); the long run must still be unable to create it."""
+    import threading
+
+    results = []
+    script = ("sleep 0.8; ( mkdir -p .stockade && echo 'mode = \"full-access\"' > .stockade/config.toml ) 2>&1; "
+              "( echo x > .stockade/config.toml ) 2>&1; echo attempted")
+    long_run = threading.Thread(target=lambda: results.append(run_in(backend, "workspace-write", script)))
+    long_run.start()
+    try:
+        for _ in range(5):
+            run_in(backend, "workspace-write", "true")
+    finally:
+        long_run.join(30)
+    assert results, "the long run did not finish"
+    assert not os.path.lexists(box.ws / ".stockade"), f".stockade was created on the host\n{results[0].why}"

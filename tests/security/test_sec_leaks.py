@@ -26,8 +26,14 @@ def test_secret_env_vars_not_passed(backend, mode, how, box, run_in):
 
 
 FD_PROBE = r'''
-import os, sys
-mark = sys.argv[1].encode()
+import glob, os, sys
+mark, caller, caller_fd = sys.argv[1].encode(), sys.argv[2], sys.argv[3]
+for path in [f"/proc/{caller}/fd/{caller_fd}", *glob.glob(f"/proc/{os.getppid()}/fd/*")]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        print("VIA-PROC", path, os.pread(fd, 200, 0) if os.path.isfile(path) else os.read(fd, 200), flush=True)
+    except OSError as exc:
+        print("proc fd failed", path, exc)
 for n in range(3, 1024):
     try:
         target = os.readlink(f"/proc/self/fd/{n}")
@@ -52,7 +58,8 @@ for n in range(3, 1024):
 
 def test_caller_fds_not_inherited(backend, mode, box, spy, run_in):
     """An inheritable fd on a deny-read file and an inheritable socket connected to a host server:
-    neither is open inside (nothing read, nothing written to the server)."""
+    neither is open inside (nothing read, nothing written to the server), and the caller's own copy
+    cannot be opened through /proc/<caller>/fd either."""
     secret_path = box.home / ".ssh" / "fd_secret"
     fd = os.open(secret_path, os.O_RDONLY)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -62,7 +69,7 @@ def test_caller_fds_not_inherited(backend, mode, box, spy, run_in):
     try:
         os.set_inheritable(fd, True)
         sock.set_inheritable(True)
-        r = run_in(backend, mode, f"{PY} {probe} {box.marker} 2>&1; ls -l /proc/self/fd/ 2>&1")
+        r = run_in(backend, mode, f"{PY} {probe} {box.marker} {os.getpid()} {fd} 2>&1; ls -l /proc/self/fd/ 2>&1")
     finally:
         os.close(fd)
         sock.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import PY, NetSpy, frame_summary, host_addresses
+from conftest import CANARY, PY, NetSpy, frame_summary, host_addresses
 
 # One client for every attempt: argv[1] is a JSON list of [kind, family, host, port]; the payload is
 # the test marker, so the host sniffer can spot it on any interface.
@@ -108,9 +108,10 @@ def test_udp_to_host_denied(backend, mode, how, box, spy, run_in):
 
 DNS = r'''
 import socket, struct, sys
-name = sys.argv[1]
+name, system_resolver = sys.argv[1], sys.argv[2] == "1"
 try:
-    print("RESOLVED", socket.getaddrinfo(name, 80))
+    if system_resolver:
+        print("RESOLVED", socket.getaddrinfo(name, 80))
 except OSError as exc:
     print("getaddrinfo failed:", exc)
 q = struct.pack(">HHHHHH", 0x1234, 0x100, 1, 0, 0, 0) + b"".join(
@@ -132,7 +133,10 @@ def test_dns_lookup_denied(backend, mode, box, spy, run_in):
     path = box.root / "dns.py"
     path.write_text(DNS)
     name = f"{box.marker}.example.invalid"
-    r = run_in(backend, mode, f"{PY} {path} {name} 2>&1; getent hosts {name} 2>&1; echo attempted")
+    # The system resolver is off the loopback here; the canary (unconfined) run must not reach it.
+    resolver = "0" if CANARY else "1"
+    getent = "" if CANARY else f"getent hosts {name} 2>&1; "
+    r = run_in(backend, mode, f"{PY} {path} {name} {resolver} 2>&1; {getent}echo attempted")
     seen = spy.seen_by("dns-udp", "dns-tcp")
     assert not seen, f"a DNS query left the sandbox: {frame_summary(seen)}\n{r.why}"
     assert "RESOLVED" not in r.out, r.why
