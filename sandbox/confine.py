@@ -6,7 +6,8 @@ fork the child only walks a list of (label, function, args) steps, so a spawn
 costs a few dozen syscalls and no imports or allocations worth mentioning.
 
 Order (each step needs what the previous ones still have):
- 1. new namespaces and mounts (need CAP_SYS_ADMIN, in the user namespace if any);
+ 1. new namespaces and mounts (need CAP_SYS_ADMIN, in the user namespace if any),
+    the host view first when offline (`view_steps`);
  2. loopback up in the new network namespace (CAP_NET_ADMIN);
  3. capabilities: locked securebits, the whole bounding set dropped,
     ambient cleared, capset all-zero (a root caller keeps every capability
@@ -22,6 +23,7 @@ so the command never runs unconfined.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -29,6 +31,7 @@ import os
 import stat
 from collections.abc import Callable, Sequence
 
+from policies.compile.hostview import HostView, Overlay, PlainBind, Skeleton, Symlink, ViewItem
 from policies.compile.mounts import (
     Bind,
     Chdir,
@@ -38,7 +41,8 @@ from policies.compile.mounts import (
     PinLink,
     PrivateTmp,
     RemountTree,
-    SocketDirOverlay,
+    SealView,
+    ShowHost,
     Tmpfs,
     Unshare,
 )
@@ -278,6 +282,7 @@ def mount_steps(plan: MountPlan, exists: Callable[[str], bool] = os.path.lexists
     """The mount plan as prepared child steps (optional ops whose destination is missing are dropped here)."""
     lib = libc()
     steps: list[Step] = []
+    view = _ViewState()
     for op in plan.ops:
         if isinstance(op, (Bind, PrivateTmp)) and op.optional and not exists(op.dst):
             continue
@@ -296,16 +301,22 @@ def mount_steps(plan: MountPlan, exists: Callable[[str], bool] = os.path.lexists
             steps.append(_setattr(os.fsencode(op.path), recursive=True,
                                   set_=MOUNT_ATTR_RDONLY if op.readonly else 0,
                                   propagation=MS_PRIVATE if op.private else 0))
+        elif isinstance(op, ShowHost):
+            steps += view_steps(op.view, view)
+        elif isinstance(op, SealView):
+            steps.append(("seal the host view", _py_step(view.seal), (), False))
         elif isinstance(op, Bind):
             src, dst = os.fsencode(op.src), os.fsencode(op.dst)
             flags = MS_BIND | (MS_REC if op.recursive else 0)
             label = f"bind {op.src} -> {op.dst}"
+            source: bytes | Callable[[], bytes] = functools.partial(view.host_path, src) if op.host else src
             if op.readonly is None:
-                steps.append((label, lib.mount, (src, dst, None, flags, None), op.volatile))
+                steps.append((label, _bind_then(lib.mount, (source, dst, None, flags, None), None), (),
+                              op.volatile))
             else:
                 attr = (_setattr(dst, recursive=op.recursive, set_=MOUNT_ATTR_RDONLY) if op.readonly
                         else _setattr(dst, recursive=False, clear=MOUNT_ATTR_RDONLY))
-                steps.append((label, _bind_then(lib.mount, (src, dst, None, flags, None), attr),
+                steps.append((label, _bind_then(lib.mount, (source, dst, None, flags, None), attr),
                               (), op.volatile))
         elif isinstance(op, Tmpfs):
             flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (MS_RDONLY if op.readonly else 0)
@@ -315,14 +326,147 @@ def mount_steps(plan: MountPlan, exists: Callable[[str], bool] = os.path.lexists
         elif isinstance(op, PinLink):
             path = os.fsencode(op.path)
             steps.append((f"pin {op.path}", _pin_link, (path,), False))
-        elif isinstance(op, SocketDirOverlay):
-            dst = os.fsencode(op.dst)
-            steps.append((f"overlay {op.dst}", _socket_dir_overlay, (dst,), False))
         elif isinstance(op, LoopbackUp):
             steps.append(("loopback up", _loopback_up, (), False))
         elif isinstance(op, Chdir):
             steps.append((f"chdir {op.path}", lib.chdir, (os.fsencode(op.path),), False))
     return steps
+
+
+# -- the host view (policies.compile.hostview) ------------------------------------------------------
+
+_OVERLAY_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+
+
+def _os_check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+class _ViewState:
+    """What the view's steps share in the child: fds on the host's root and on the empty lower layer."""
+
+    def __init__(self) -> None:
+        self.host = -1  # O_PATH fd on the host's root, opened in the child's mount namespace
+        self.empty = -1  # O_PATH fd on an empty read-only tmpfs: the second lower layer of every overlay
+        self.sealed: list[bytes] = []  # the view's own tmpfs mounts, made read-only by `seal`
+
+    def host_path(self, path: bytes) -> bytes:
+        """`path` in the host's tree once the view is the root (before that, `path` itself)."""
+        return b"/proc/self/fd/%d%s" % (self.host, path) if self.host >= 0 else path
+
+    def seal(self) -> None:
+        for path in self.sealed:
+            attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+            _os_check(libc().syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path, 0, ctypes.byref(attr),
+                                     ctypes.sizeof(attr)), "mount_setattr")
+        for fd in (self.host, self.empty):
+            if fd >= 0:
+                os.close(fd)
+        self.host = self.empty = -1
+
+
+def view_steps(view: HostView, state: _ViewState | None = None) -> list[Step]:
+    """Steps that make `view` the root, built like bwrap builds a root (see `policies.compile.hostview`).
+
+    The first step keeps an fd on the host's root, mounts an empty tmpfs
+    (the second lower layer overlayfs wants) and then the view's root on
+    top of "/", steps into it through "/.." (which goes to the topmost
+    mount on the root) with the host's /proc bound in, and chroots there.
+    Every later item takes its source from the host through that fd. An
+    item whose host source vanished since the view was built is skipped.
+    """
+    state = state or _ViewState()
+    items = view.items
+    root = next(item for item in items if item.path == "/")
+    # The first step binds the host's /proc (unless the root is a plain bind of everything already).
+    proc_done = not isinstance(root, PlainBind)
+    rest = [item for item in items if item.path != "/" and not (item.path == "/proc" and proc_done)]
+    steps: list[Step] = [("view root", _py_step(functools.partial(_enter_view, root, state)), (), False)]
+    for item in rest:
+        kind = type(item).__name__.lower()
+        steps.append((f"view {kind} on {item.path}", _py_step(functools.partial(_show_item, item, state)), (),
+                      True))
+    return steps
+
+
+def _enter_view(root: ViewItem, state: _ViewState) -> None:
+    lib = libc()
+    state.host = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    _os_check(lib.mount(b"tmpfs", b"/", b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                        b"mode=755,size=4k,nr_inodes=2"), "empty tmpfs")
+    state.empty = os.open("/..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # "/.." is the top of "/"
+    host = b"/proc/self/fd/%d" % state.host
+    if isinstance(root, Overlay):
+        _os_check(lib.mount(b"overlay", b"/", b"overlay", _overlay_flags(root),
+                            b"lowerdir=%s:/proc/self/fd/%d" % (host, state.empty)), "overlay /")
+    elif isinstance(root, Skeleton):
+        _os_check(lib.mount(b"tmpfs", b"/", b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=%o" % root.mode), "tmpfs /")
+        state.sealed.append(b"/")
+    else:
+        _os_check(lib.mount(host, b"/", None, MS_BIND | MS_REC, None), "bind /")
+    os.chdir("/..")
+    if not isinstance(root, PlainBind):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir("proc", 0o555)
+        _os_check(lib.mount(b"/proc", b"proc", None, MS_BIND | MS_REC, None), "bind /proc")
+    os.chroot(".")
+    os.chdir("/")
+
+
+def _overlay_flags(item: Overlay) -> int:
+    flags = MS_RDONLY
+    for name in item.flags:
+        flags |= _OVERLAY_FLAGS.get(name, 0)
+    return flags
+
+
+def _show_item(item: ViewItem, state: _ViewState) -> None:
+    lib = libc()
+    path = os.fsencode(item.path)
+    if isinstance(item, Symlink):
+        os.symlink(item.target, path)
+        return
+    if isinstance(item, Skeleton):
+        if item.fresh:
+            _ensure(path, is_dir=True)
+            _os_check(lib.mount(b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=%o" % item.mode), "tmpfs")
+            state.sealed.append(path)
+        else:
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                return
+            os.chmod(path, item.mode)  # not left to the umask
+        return
+    source = state.host_path(path)
+    if isinstance(item, Overlay):
+        lower = os.open(source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            _ensure(path, is_dir=True)
+            _os_check(lib.mount(b"overlay", path, b"overlay", _overlay_flags(item),
+                                b"lowerdir=/proc/self/fd/%d:/proc/self/fd/%d" % (lower, state.empty)), "overlay")
+        finally:
+            os.close(lower)
+        return
+    os.lstat(source)  # gone from the host: skipped (ENOENT), before anything is made for it
+    _ensure(path, is_dir=item.is_dir)
+    _os_check(lib.mount(source, path, None, MS_BIND | MS_REC, None), "bind")
+    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    _os_check(lib.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path, AT_RECURSIVE, ctypes.byref(attr),
+                          ctypes.sizeof(attr)), "mount_setattr")
+
+
+def _ensure(path: bytes, *, is_dir: bool) -> None:
+    """Make a mountpoint when there is none (in the view's own tmpfs dirs)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        if is_dir:
+            os.mkdir(path, 0o755)
+        else:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
 
 
 def _private_tmp(dst: bytes, keep: tuple[tuple[bytes, bytes, bool], ...], data: bytes) -> int:
@@ -365,31 +509,6 @@ def _pin_link(path: bytes) -> int:
     return 0 if ret == 0 else -1
 
 
-def _socket_dir_overlay(dst: bytes) -> int:
-    """Read-only overlay of `dst` over itself.
-
-    overlayfs wants two lower layers when there is no upper one: the old
-    directory (through an fd opened first) and an empty tmpfs mounted on
-    `dst` just before. Sockets seen through overlayfs are not connectable.
-    """
-    lib = libc()
-    try:
-        fd = os.open(dst, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        ctypes.set_errno(exc.errno or errno.EIO)
-        return -1
-    try:
-        flags = MS_RDONLY | MS_NOSUID | MS_NODEV
-        if lib.mount(b"tmpfs", dst, b"tmpfs", flags | MS_NOEXEC, b"mode=755,size=4k,nr_inodes=2") != 0:
-            return -1
-        return 0 if lib.mount(b"overlay", dst, b"overlay", flags,
-                              b"lowerdir=/proc/self/fd/%d:%s" % (fd, dst)) == 0 else -1
-    finally:
-        err = ctypes.get_errno()
-        os.close(fd)
-        ctypes.set_errno(err)
-
-
 def late_rule_step(ruleset_fd: int, path: str, access: int) -> Step:
     """Grant `access` beneath `path` as it is after the mounts (fresh tmpfs); a missing path grants nothing."""
     syscall = libc().syscall
@@ -410,13 +529,20 @@ def late_rule_step(ruleset_fd: int, path: str, access: int) -> Step:
     return (f"landlock rule {path}", call, (), True)
 
 
-def _bind_then(mount: Callable[..., int], args: tuple[object, ...], attr: Step) -> Callable[[], int]:
-    """A bind followed by its mount_setattr, as one optional-aware step (a skipped bind skips both)."""
-    _, setattr_fn, setattr_args, _ = attr
+def _bind_then(mount: Callable[..., int], args: tuple[object, ...], attr: Step | None) -> Callable[[], int]:
+    """A bind followed by its mount_setattr, as one optional-aware step (a skipped bind skips both).
 
+    A callable first argument is called for the source in the child (a host path through the view's fd).
+    """
     def call() -> int:
-        if mount(*args) != 0:
+        src = args[0]
+        if callable(src):
+            src = src()
+        if mount(src, *args[1:]) != 0:
             return -1
+        if attr is None:
+            return 0
+        _, setattr_fn, setattr_args, _ = attr
         return 0 if setattr_fn(*setattr_args) == 0 else -1
     return call
 

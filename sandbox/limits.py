@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from sandbox.cgroup import RunCgroup
 
 MIB = 1024 * 1024
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,18 @@ def child_limits(limits: Limits, host: HostFacts, cgroup: RunCgroup | None) -> C
 def make_preexec(plan: ChildLimits) -> Callable[[], None]:
     """The pre-exec hook for `plan`. Runs in the forked child: syscalls only, no imports, no locks."""
     rlimits, join = plan.rlimits, plan.join
-    prctl = None
-    if plan.subreaper:
-        import ctypes  # lazily: only runs without a cgroup need it
+    import ctypes
 
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+    subreaper = plan.subreaper
 
     def apply_limits() -> None:
+        # The command dies with its caller (a SIGKILLed agent must not leave it running);
+        # re-check the parent in case it died before the prctl took effect.
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(125)
         for path in join:
             fd = os.open(path, os.O_WRONLY)
             try:
@@ -117,7 +124,7 @@ def make_preexec(plan: ChildLimits) -> Callable[[], None]:
                 os.close(fd)
         for res, soft, hard in rlimits:
             resource.setrlimit(res, (soft, hard))
-        if prctl is not None:
+        if subreaper:
             prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     return apply_limits

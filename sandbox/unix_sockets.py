@@ -2,17 +2,20 @@
 
 A network namespace does not isolate pathname sockets: a `connect()` to
 /run/docker.sock goes through the filesystem, and a docker socket is a full
-escape. The bwrap backend binds /dev/null over every socket found here at
-launch; sockets created after launch stay reachable (documented gap).
+escape. Both backends show the host through read-only overlays when the
+network is off (`policies.compile.hostview`), where no socket is
+connectable; this scan covers the rest, the parts shown through plain binds
+(writable roots, kernel trees, mounts overlayfs refused, or everything when
+there is no overlay view): /dev/null is bound over every socket found here
+at launch, and there sockets created after launch stay reachable.
 
 Runs on every launch, so it reads /proc/net/unix once and stats only the
 named entries and the sockets in their directories. /proc/net/unix lists
 sockets bound in the caller's network namespace only: a socket bind-mounted
 into a container from outside (the classic /var/run/docker.sock) is not in
-it, hence the well-known list. What stays reachable: a socket's other hard
-links, a socket renamed into another directory after bind(), and sockets
-bound after launch (the fix is Landlock's pathname-socket scope, ABI 9, or a
-seccomp user-notify supervisor on connect()).
+it, hence the well-known list. What the scan alone leaves reachable (in
+those plain parts): a socket's other hard links, a socket renamed into
+another directory after bind(), and sockets bound after launch.
 """
 
 from __future__ import annotations

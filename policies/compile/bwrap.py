@@ -8,7 +8,7 @@ Mount order is the whole game in bwrap: a later mount on a path, or on an
 ancestor of it, hides an earlier one, and a mountpoint that bwrap has to
 create inside a read-only mount aborts the sandbox. So every path mount is
 collected first and emitted shallowest first; at the same path the stronger
-rule comes last (private tmp < socket overlay < read-only view < writable <
+rule comes last (host view < private tmp < read-only view < writable <
 protected < deny-read < hidden socket). Rules that a stronger ancestor
 already covers are dropped instead of emitted: a protected path inside a
 deny-read dir would re-expose it, a socket inside the private /tmp is not
@@ -37,9 +37,16 @@ Decisions worth knowing:
   not capabilities, so /proc/sys and friends are bound read-only; the host's
   device nodes can be swapped for copies the caller does not own
   (`dev_nodes_dir`), or `chmod 000 /dev/null` inside would break the host.
-- Network off: a read-only overlay over `socket_dirs` (/run) makes every
-  socket below unconnectable (overlayfs gives out its own inodes and
-  connect() finds sockets by inode); other host sockets get /dev/null.
+- Network off: the host is shown through `view` (`policies.compile.hostview`):
+  read-only overlays, carved around the host's mounts, on bwrap's own tmpfs
+  root, so no host socket below them is connectable (connect() finds a
+  socket by inode, and overlayfs gives out its own). `--ro-overlay` needs
+  two lower layers: `overlay_empty` is an empty host dir (without one,
+  `--tmp-overlay` + `--remount-ro` does the same at a higher cost). What
+  the view shows through plain binds (writable roots, /sys, the workspace
+  re-shown under a private /tmp) still gets /dev/null over each host socket
+  found at launch (`hide_sockets`). Without a view (network on, or no
+  overlayfs), `--ro-bind / /` as before.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from policies.compile.hostview import HostView, Overlay, PlainBind, Skeleton, Symlink, ViewItem
 from policies.host import HostFacts
 from policies.model import NetworkMode, TmpMode
 from policies.resolve import ResolvedPolicy
@@ -66,7 +74,7 @@ PRIVATE_TMP_DIRS: tuple[str, ...] = ("/tmp", "/var/tmp")
 SHM_DIR = "/dev/shm"
 
 # Priorities for mounts on the same path: the later one wins.
-_TMP, _OVERLAY, _READ, _WRITE, _PROTECT, _DENY, _SOCKET = range(7)
+_VIEW, _TMP, _READ, _WRITE, _PROTECT, _DENY, _SOCKET = range(7)
 
 
 @dataclass(frozen=True)
@@ -116,16 +124,18 @@ def bwrap_argv(
     empty_dir: str | None = None,
     tmp_size_mb: int | None = None,
     dev_nodes_dir: str | None = None,
-    socket_dirs: tuple[str, ...] = (),
+    view: HostView | None = None,
+    overlay_empty: str | None = None,
 ) -> list[str]:
     """The full bwrap argv for running `command` under `rp`.
 
     `hide_sockets`: host pathname Unix sockets (canonical paths) to cover
-    when the network is off. `socket_dirs`: host dirs (canonical, e.g.
-    /run) shown through a read-only overlay when the network is off: no
-    socket below one is connectable through the overlay, whatever its name
-    or age, so `hide_sockets` below them are left out (the backend checks
-    overlayfs works in a user namespace). `empty_dir`: an empty read-only
+    when the network is off; those the view hides are left out. `view`: the
+    host as the sandbox sees it when the network is off (None: `--ro-bind /
+    /`); the backend builds it (carved: bwrap always has a user namespace)
+    and checks that overlayfs works. `overlay_empty`: an empty host dir,
+    the second lower layer of each overlay, outside every overlaid dir of
+    its filesystem. `empty_dir`: an empty read-only
     host dir bound on missing protected paths (else an empty tmpfs is used).
     `tmp_size_mb`: size of each private tmpfs (/tmp, /var/tmp, /dev/shm).
     `dev_nodes_dir`: a host dir with private copies of DEV_NODES not owned
@@ -159,8 +169,14 @@ def bwrap_argv(
     if root_writable:
         writable.remove("/")
         argv += ["--bind", "/", "/"]
-    else:
-        argv += ["--ro-bind", "/", "/"]
+    root_item = None if network_on or root_writable or view is None else next(
+        (item for item in view.items if item.path == "/"), None)
+    if root_item is None:
+        view = None
+        if not root_writable:
+            argv += ["--ro-bind", "/", "/"]
+    elif not isinstance(root_item, Skeleton):  # a skeleton root is bwrap's own tmpfs
+        argv += _view_args(root_item, overlay_empty)
     argv += ["--dev", "/dev"]
     if dev_nodes_dir is not None:
         base = _check(dev_nodes_dir, "dev_nodes_dir")
@@ -188,15 +204,17 @@ def bwrap_argv(
     for w in writable:
         if not denied(w):
             mounts.append(_Mount(w, _WRITE, ("--bind", w, w)))
-    # Overlayfs hands out its own inodes, and connect() finds a socket by
-    # inode: sockets in the lower layer cannot be reached through it.
-    overlays = [] if network_on else [
-        o for o in dict.fromkeys(_check(d, "socket dir") for d in socket_dirs)
-        if not denied(o) and o not in writable and o != "/" and not any(_under(o, f) for f in fresh)]
-    mounts += [_Mount(o, _OVERLAY, ("--overlay-src", o, "--tmp-overlay", o)) for o in overlays]
+    shown = _view_items(view, covered=["/proc", *fresh, *writable, *deny_dirs])
+    for item in shown:
+        mounts.append(_Mount(item.path, _VIEW, _view_args(item, overlay_empty)))
+    shown += [root_item] if root_item is not None else []
+    # Made read-only last: bwrap's tmpfs mounts, and overlays with a tmpfs upper layer.
+    remount = [item.path for item in shown if (isinstance(item, Skeleton) and (item.fresh or item.path == "/"))
+               or (isinstance(item, Overlay) and overlay_empty is None)]
     layers: dict[str, list[str]] = {
+        "view": [i.path for i in shown if not isinstance(i, PlainBind)],
+        "plain": [i.path for i in shown if isinstance(i, PlainBind)],
         "fresh": fresh,
-        "overlay": overlays,
         "read": [],
         "write": [m.path for m in mounts if m.rank == _WRITE] + (["/"] if root_writable else []),
     }
@@ -225,8 +243,8 @@ def bwrap_argv(
         if path in seen_protected or path in deny_files or denied(path):
             continue
         owner = _owner(path, layers)
-        if owner in (None, "read", "overlay"):
-            continue  # read-only already, through --ro-bind / / or a readable root
+        if owner in (None, "read", "view", "plain"):
+            continue  # read-only already, through --ro-bind / /, the view or a readable root
         # Under a writable bind: make it read-only. Under a private tmp dir (a
         # gitdir target in /tmp, say): make it visible, read-only, so git works.
         seen_protected.add(path)
@@ -241,18 +259,57 @@ def bwrap_argv(
     if not network_on:
         for s in dict.fromkeys(hide_sockets):
             sock = _check(s, "socket")
-            if sock in deny_files or denied(sock) or _owner(sock, layers) in ("fresh", "overlay"):
-                continue
+            if sock in deny_files or denied(sock) or _owner(sock, layers) in ("fresh", "view"):
+                continue  # not there, or shown through an overlay: not connectable anyway
             mounts.append(_Mount(sock, _SOCKET, ("--ro-bind", "/dev/null", sock)))
 
     for m in sorted(mounts, key=lambda m: (_depth(m.path), m.rank, m.path)):
         argv += m.args
 
     # Last: bwrap made mountpoints in these while setting up the mounts above.
-    for d in ("/dev", *overlays):
-        if d not in writable:
-            argv += ["--remount-ro", d]
+    for d in ("/dev", *sorted(remount, key=_depth)):
+        argv += ["--remount-ro", d]
     argv += ["--chdir", cwd]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return [*argv, "--", *command]
+
+
+def _view_items(view: HostView | None, covered: list[str]) -> list[ViewItem]:
+    """The view's items below "/", less those at or below the sandbox's own mounts (bwrap makes their
+    mountpoints itself)."""
+    if view is None:
+        return []
+    return [item for item in view.items if item.path != "/" and not any(_under(item.path, c) for c in covered)]
+
+
+def _view_args(item: ViewItem, empty: str | None) -> tuple[str, ...]:
+    if isinstance(item, Overlay):
+        if empty is None:
+            return ("--overlay-src", item.path, "--tmp-overlay", item.path)  # made read-only at the end
+        # The last --overlay-src is the top layer.
+        return ("--overlay-src", empty, "--overlay-src", item.path, "--ro-overlay", item.path)
+    if isinstance(item, Skeleton):
+        return ("--perms", f"{item.mode:04o}", "--tmpfs" if item.fresh else "--dir", item.path)
+    if isinstance(item, Symlink):
+        return ("--symlink", item.target, item.path)
+    return ("--ro-bind", item.path, item.path)
+
+
+def view_probe_argv(bwrap_path: str, view: HostView, overlay_empty: str | None) -> list[str]:
+    """A bwrap argv that only builds `view` (in a user namespace, like a run) and runs `true`.
+
+    The backend's check that overlayfs takes every mount of this host;
+    bwrap names the mountpoint it failed on.
+    """
+    argv = [bwrap_path, "--die-with-parent", "--unshare-user", "--unshare-pid", "--unshare-net"]
+    remount = []
+    for item in view.items:
+        if not (item.path == "/" and isinstance(item, Skeleton)):
+            argv += _view_args(item, overlay_empty)
+        if (isinstance(item, Skeleton) and (item.fresh or item.path == "/")) or (
+                isinstance(item, Overlay) and overlay_empty is None):
+            remount.append(item.path)
+    for d in remount:
+        argv += ["--remount-ro", d]
+    return [*argv, "--", "true"]

@@ -179,6 +179,7 @@ def landlock_plan(
     tmp_dir: str | None,
     listdir: Callable[[str], list[str]] = os.listdir,
     mount_ns: bool | None = None,
+    host_view: bool = False,
 ) -> LandlockPlan:
     """The ruleset for `rp` at `host.landlock_abi`.
 
@@ -189,6 +190,11 @@ def landlock_plan(
     namespaces work). With it, deny-read is the mounts' job, and /tmp,
     /var/tmp and /dev/shm are fresh tmpfs mounts granted in the child
     (`late_rules`); `tmp_dir` is then unused.
+    host_view: the mount namespace's root is the host seen through overlays
+    (`policies.compile.hostview`), whose inodes are not the host's, and
+    Landlock does not look at a mountpoint that another mount covers: "/"
+    is granted read again in the child, on the view. What the view binds
+    from the host (writable roots, /dev) keeps the host's inodes and rules.
     """
     abi = host.landlock_abi
     if abi < 1:
@@ -218,6 +224,8 @@ def landlock_plan(
 
     tmpdir: str | None = None
     late: list[PathRule] = []
+    if mount_ns and host_view:
+        late.append(PathRule("/", read))
     if policy.tmp is TmpMode.PRIVATE and mount_ns:
         late.extend(PathRule(p, write) for p in PRIVATE_TMP_DIRS)
     elif policy.tmp is TmpMode.PRIVATE and tmp_dir:

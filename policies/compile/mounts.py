@@ -18,9 +18,8 @@ Order matters:
     protected name that is a symlink is mounted onto itself (pinned);
  5. deny-read: an empty read-only tmpfs (mode 000) over a directory,
     /dev/null over a file; when offline, /dev/null over each host pathname
-    Unix socket (connect() then fails with ECONNREFUSED), and (right after
-    step 2) a read-only overlay over socket dirs such as /run, which also
-    covers sockets bound there later or under other names;
+    Unix socket found at launch that the host view below leaves reachable
+    (connect() then fails with ECONNREFUSED);
  6. the private /tmp, /var/tmp and /dev/shm: fresh tmpfs mounts, gone with
     the namespace (nothing to clean up on the host, even after a crash).
     Anything the command needs that lives under them (a workspace in /tmp,
@@ -29,15 +28,27 @@ Order matters:
  7. loopback up in the new network namespace; chdir to the working directory
     again (the engine chdir'ed before the mounts, into the old tree).
 
+When offline, right after step 2 the command's root becomes a read-only
+view of the host made of overlays (`ShowHost`, see
+`policies.compile.hostview`): no host socket below it is connectable,
+whatever its name, links or age. The host tree stays reachable to the
+later steps only, through a directory fd, so writable roots are still
+bound from the host itself (real files, and the command's own sockets
+work); `SealView` makes the view's own tmpfs dirs read-only and closes
+the fds once every mount is made.
+
 Landlock rules attach to inodes, and the ruleset is built in the parent, so
 the fresh tmpfs mounts get their rules in the child, after mounting
-(`LandlockPlan.late_rules`).
+(`LandlockPlan.late_rules`). The view needs none: it is mounted on top of
+the host's root, and Landlock walks a path up through the mountpoints it
+sits on, so the host root's read rule covers it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policies.compile.hostview import HostView
 from policies.compile.landlock import PRIVATE_TMP_DIRS
 from policies.host import HostFacts
 from policies.model import NetworkMode, TmpMode
@@ -77,6 +88,7 @@ class Bind:
     readonly: bool | None = None  # True: set RDONLY on the whole new tree; False: clear it on the top mount
     optional: bool = False  # skipped when the destination does not exist at launch (checked in the parent)
     volatile: bool = False  # may vanish or be out of reach when the child mounts (host sockets): skipped then
+    host: bool = False  # src is taken from the host's tree, not from the view (after a ShowHost)
     why: str = ""
 
 
@@ -97,14 +109,15 @@ class PinLink:
 
 
 @dataclass(frozen=True)
-class SocketDirOverlay:
-    """A read-only overlay of `dst` over itself: files stay readable, no socket below is connectable.
+class ShowHost:
+    """Make `view` the root: the host seen through read-only overlays (no host socket is connectable)."""
 
-    Catches sockets a per-path bind cannot: bound or renamed after launch,
-    extra hard links. Submounts below `dst` are not shown through it.
-    """
+    view: HostView
 
-    dst: str
+
+@dataclass(frozen=True)
+class SealView:
+    """The view's own tmpfs dirs read-only; the fds on the host tree closed."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,8 @@ class Chdir:
     path: str
 
 
-Op = Unshare | MapIds | RemountTree | SocketDirOverlay | Bind | PinLink | Tmpfs | PrivateTmp | LoopbackUp | Chdir
+Op = (Unshare | MapIds | RemountTree | ShowHost | Bind | PinLink | Tmpfs | PrivateTmp | SealView | LoopbackUp
+      | Chdir)
 
 
 @dataclass(frozen=True)
@@ -137,18 +151,25 @@ class MountPlan:
     notes: tuple[str, ...] = ()
 
     def describe(self) -> list[str]:
-        return [_op_text(op) for op in self.ops] + [f"note: {n}" for n in self.notes]
+        lines = []
+        for op in self.ops:
+            lines.append(_op_text(op))
+            if isinstance(op, ShowHost):
+                lines += [f"  {line}" for line in op.view.describe()]
+        return lines + [f"note: {n}" for n in self.notes]
 
 
 def _op_text(op: Op) -> str:
     if isinstance(op, Bind):
         mode = {True: " read-only", False: " writable", None: ""}[op.readonly]
-        return (f"bind{' -r' if op.recursive else ''}{mode} {op.src} -> {op.dst}"
+        return (f"bind{' -r' if op.recursive else ''}{mode} {'host ' if op.host else ''}{op.src} -> {op.dst}"
                 f"{' (if present)' if op.optional else ''}{f'  # {op.why}' if op.why else ''}")
     if isinstance(op, PinLink):
         return f"pin symlink {op.path} (mounted onto itself)  # {op.why}"
-    if isinstance(op, SocketDirOverlay):
-        return f"read-only overlay of {op.dst} over itself (no socket below it is connectable)"
+    if isinstance(op, ShowHost):
+        return "root: the host through read-only overlays (no host socket is connectable)"
+    if isinstance(op, SealView):
+        return "view's own dirs read-only; host tree out of reach"
     if isinstance(op, PrivateTmp):
         keep = f", keeping {', '.join(op.keep)}" if op.keep else ""
         return f"fresh tmpfs mode {op.mode:04o} on {op.dst}{keep} (if present)"
@@ -185,15 +206,16 @@ def mount_plan(
     *,
     tmp_dir: str | None = None,
     host_sockets: tuple[str, ...] = (),
-    socket_dirs: tuple[str, ...] = (),
+    view: HostView | None = None,
     userns: bool | None = None,
 ) -> MountPlan:
     """The ops for `rp`.
 
     userns: create a user namespace too (default: when the caller is not root).
-    host_sockets: pathname Unix sockets bound on the host, hidden when offline.
-    socket_dirs: directories (e.g. /run) shown through a read-only overlay
-    when offline, when the host supports overlayfs there.
+    host_sockets: pathname Unix sockets bound on the host, hidden when
+    offline unless `view` already does.
+    view: the host as the command sees it when offline (None: all of the
+    host, read-only); the backend builds it and checks it can be mounted.
     tmp_dir: unused (private tmp dirs are fresh tmpfs mounts); accepted so
     callers can pass the same arguments as to `landlock_plan`.
     """
@@ -208,16 +230,12 @@ def mount_plan(
         ops.append(MapIds(host.uid, host.gid))
     ops.append(RemountTree("/"))
     needed = [rp.workspace, rp.cwd, *rp.writable, *(p.path for p in rp.protected if p.kind != "missing")]
-    overlaid: list[str] = []
-    if offline:
-        for sdir in socket_dirs:
-            if any(_under(p, sdir) for p in needed) or any(c in sdir for c in ":,\\"):
-                notes.append(f"{sdir} holds the workspace or a writable root (or an odd name): not overlaid")
-                continue
-            overlaid.append(sdir)
-            ops.append(SocketDirOverlay(sdir))
+    if not offline:
+        view = None
+    if view is not None:
+        ops.append(ShowHost(view))
     for root in rp.writable:
-        ops.append(Bind(root, root, readonly=False, why="writable root"))
+        ops.append(Bind(root, root, readonly=False, host=view is not None, why="writable root"))
 
     stubs: list[str] = []
     for prot in rp.protected:
@@ -241,9 +259,12 @@ def mount_plan(
                             why=f"deny-read {denied.entry}"))
     if offline:
         for sock in host_sockets:
-            if not any(_under(sock, d) for d in (*denied_dirs, *overlaid)):
-                ops.append(Bind("/dev/null", sock, recursive=False, readonly=True, optional=True,
-                                volatile=True, why="host Unix socket"))
+            if any(_under(sock, d) for d in denied_dirs):
+                continue
+            if view is not None and view.hides_sockets(sock) and not any(_under(sock, w) for w in rp.writable):
+                continue  # shown through an overlay, or not shown at all
+            ops.append(Bind("/dev/null", sock, recursive=False, readonly=True, optional=True,
+                            volatile=True, why="host Unix socket"))
 
     if policy.tmp is TmpMode.PRIVATE:
         for target in PRIVATE_TMP_DIRS:
@@ -252,6 +273,8 @@ def mount_plan(
                 continue
             keep = _shallowest([p for p in needed if _under(p, target) and p != target])
             ops.append(PrivateTmp(target, keep=tuple(keep)))
+    if view is not None:
+        ops.append(SealView())
     if offline:
         ops.append(LoopbackUp())
     ops.append(Chdir(rp.cwd))

@@ -1,7 +1,8 @@
 """The bubblewrap backend: namespaces, bind mounts and a seccomp filter.
 
 The argv comes from `policies.compile.bwrap` (pure); this module does the
-host-side work around it: canonical paths, the snapshot of host Unix sockets,
+host-side work around it: canonical paths, the overlay view of the host when
+the network is off (`sandbox.host_view`), the snapshot of host Unix sockets,
 mountpoint stubs for missing protected paths, private device nodes for root
 callers, and the seccomp BPF fd.
 
@@ -22,14 +23,17 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 
-from policies.compile.bwrap import DEV_NODES, bwrap_argv
+from policies.compile.bwrap import DEV_NODES, bwrap_argv, view_probe_argv
+from policies.compile.hostview import HostView
 from policies.host import HostFacts
 from policies.model import NetworkMode, TmpMode
 from policies.resolve import DeniedPath, ProtectedPath, ResolvedPolicy
+from sandbox import host_view
 from sandbox.backends.base import (
     ENFORCED,
     NOT_APPLICABLE,
@@ -172,13 +176,14 @@ def unpinnable(rp: ResolvedPolicy) -> list[str]:
 class BwrapBackend(Backend):
     """Confine with bubblewrap (+ seccomp through `--seccomp FD`).
 
-    Host pathname Unix sockets: /run is shown through a read-only overlay
-    (no socket in it is connectable, whatever its name or age) and every
-    other socket found at launch gets /dev/null bound over it (see
-    `sandbox.unix_sockets`). "host-unix-sockets" is reported enforced, but
-    outside /run a socket bound after launch, another hard link to a
-    socket, or one renamed into another directory after bind() stays
-    connectable. Abstract sockets are cut off by the network namespace.
+    Host pathname Unix sockets, network off: the host is shown through
+    read-only overlays (`policies.compile.hostview`), where no socket is
+    connectable whatever its name, links or age; "host-unix-sockets" is
+    enforced when every mount could be overlaid. What stays a plain bind
+    (writable roots, /sys, a mount overlayfs refused) gets /dev/null over
+    each socket found at launch (`sandbox.unix_sockets`); there a socket
+    bound later, or another name of one, stays reachable. Abstract sockets
+    are cut off by the network namespace.
     Spawn from a long-lived thread (module docstring: `--die-with-parent`).
     """
 
@@ -215,7 +220,7 @@ class BwrapBackend(Backend):
         else:
             out["network"] = (ENFORCED if net is NetworkMode.OFF
                               else "best-effort: allowlist proxy not implemented, network fully off")
-            out["host-unix-sockets"] = ENFORCED
+            out["host-unix-sockets"] = sockets_protection(overlay_problem(rp, host))
             out["abstract-unix-sockets"] = ENFORCED
         if not host.seccomp:
             out["syscall-filter"] = missing("seccomp is not available on this kernel")
@@ -279,12 +284,17 @@ class BwrapBackend(Backend):
                                     "chmod the host's /dev/null and friends")
             if rp.policy.confined:
                 seccomp_fd = _seccomp_fd(rp, host, netns=network_off, warnings=warnings)
+            view, empty, problem = host_view_for(crp, host, create=True)
+            if problem:
+                warnings.append(f"host Unix sockets: {problem}")
             # Scanned last, to keep the window before bwrap mounts over them short.
             sockets = _sockets(rp)
-            _warn_linked(sockets, warnings)
+            if view is None:
+                _warn_linked(sockets, warnings)
             stubs.watch([*sockets, *(d.path for d in crp.deny_read),
                          *(p.path for p in crp.protected if p.kind != "missing")], rp.writable)
-            full = _argv(crp, host, argv, seccomp_fd=seccomp_fd, sockets=sockets, dev_dir=dev_dir)
+            full = _argv(crp, host, argv, seccomp_fd=seccomp_fd, sockets=sockets, dev_dir=dev_dir,
+                         view=view, empty=empty)
         except OSError as exc:
             cleanup()
             raise SandboxSetupError(f"could not prepare the bwrap sandbox: {exc}") from exc
@@ -292,6 +302,9 @@ class BwrapBackend(Backend):
             cleanup()
             raise
 
+        protections = self.protections(rp, host)
+        if network_off and rp.policy.confined:
+            protections["host-unix-sockets"] = sockets_protection(problem)
         return Launch(
             argv=full,
             env=env,
@@ -301,16 +314,21 @@ class BwrapBackend(Backend):
             cleanup=cleanup,
             kills_tree=True,
             exit_folds_signals=True,
-            protections=self.protections(rp, host),
+            protections=protections,
             warnings=warnings,  # the same list: cleanup appends what it could not undo
         )
 
 
-SOCKET_DIRS = ("/run", "/var/run")  # where hosts keep daemon sockets (docker, containerd, dbus)
+def sockets_protection(problem: str | None) -> str:
+    """What "host-unix-sockets" says, given what keeps the overlay view from covering everything."""
+    if problem is None:
+        return ENFORCED
+    return (f"best-effort: {problem}; sockets found at launch are covered, one bound later, renamed "
+            "or hard-linked under another name stays reachable")
 
 
-def _overlay_in_userns(host: HostFacts) -> bool:
-    """Overlayfs mounts inside a user namespace need Linux 5.11 and the overlay driver loaded."""
+def _overlay_usable(host: HostFacts) -> str | None:
+    """Why bwrap cannot overlay in a user namespace here (None: it can, as far as the kernel goes)."""
     if "overlay" not in _FOUND:
         try:
             major, minor = (int(x) for x in host.kernel.split(".")[:2])
@@ -319,24 +337,82 @@ def _overlay_in_userns(host: HostFacts) -> bool:
             _FOUND["overlay"] = (major, minor) >= (5, 11) and listed
         except (OSError, ValueError):
             _FOUND["overlay"] = False
-    return _FOUND["overlay"]
+    return None if _FOUND["overlay"] else "overlayfs in a user namespace needs Linux 5.11 and the overlay module"
 
 
-def socket_dirs(host: HostFacts) -> tuple[str, ...]:
-    """The socket dirs to show through a read-only overlay, when the host can do that.
+def _probe(host: HostFacts, empty: str | None) -> Callable[[HostView], str | None]:
+    def probe(view: HostView) -> str | None:
+        assert host.bwrap_path
+        try:
+            r = subprocess.run(view_probe_argv(host.bwrap_path, view, empty), stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        if r.returncode == 0 or r.stderr.startswith("bwrap: execvp"):
+            return None  # everything was mounted (even if `true` is not on the PATH in there)
+        return host_view.failed_path(r.stderr) if "overlay" in r.stderr else ""
+    return probe
 
-    Covers every socket in them, including those bound or renamed after
-    launch and hard links within them, where per-socket binds cannot.
+
+def _plain_mounts(host: HostFacts, empty: str | None) -> frozenset[int] | None:
+    return host_view.plain_mounts(("bwrap", host.uid, host.bwrap_path, empty), carve=True,
+                                  probe=_probe(host, empty))
+
+
+def overlay_problem(rp: ResolvedPolicy, host: HostFacts) -> str | None:
+    """Why the overlay view would not cover every host mount for `rp` (None: it would)."""
+    if not rp.policy.confined or rp.policy.network.mode is NetworkMode.ON:
+        return None
+    if "/" in rp.writable and rp.policy.writes_workspace:
+        return "/ is writable"
+    why = _overlay_usable(host)
+    if why:
+        return why
+    empty = host_view.empty_layer(host.uid)
+    plain = _plain_mounts(host, empty)
+    if plain is None:
+        return "overlayfs could not show the host here (probe failed)"
+    return "some host mounts could not be overlaid" if plain else None
+
+
+def host_view_for(crp: ResolvedPolicy, host: HostFacts, *, create: bool
+                  ) -> tuple[HostView | None, str | None, str | None]:
+    """(view, empty lower dir, problem) for a network-off run of `crp` (canonical paths).
+
+    `create`: make the empty lower dir if missing (else its would-be path
+    is shown, as `plan_argv` shows the device nodes'). `problem` says what
+    stays uncovered.
     """
-    if not _overlay_in_userns(host):
-        return ()
-    return tuple(d for d in SOCKET_DIRS if os.path.isdir(d) and not os.path.islink(d))
+    policy = crp.policy
+    if not policy.confined or policy.network.mode is NetworkMode.ON:
+        return None, None, None
+    if "/" in crp.writable and policy.writes_workspace:
+        return None, None, "/ is writable"
+    why = _overlay_usable(host)
+    if why:
+        return None, None, why
+    empty = host_view.empty_layer(host.uid, create=create)
+    plain = _plain_mounts(host, empty)  # the probe needs a real dir: without one it checks --tmp-overlay
+    if empty is None and not create:
+        empty = host_view.empty_layer_path(host.uid)
+    if plain is None:
+        return None, empty, "overlayfs could not show the host here (probe failed)"
+    private = ("/tmp", "/var/tmp") if policy.tmp is TmpMode.PRIVATE else ()
+    writable = crp.writable if policy.writes_workspace else ()
+    skip = ("/proc", "/dev", *private, *writable, *(d.path for d in crp.deny_read if d.kind == "dir"))
+    view = host_view.build(carve=True, skip=skip, plain_mounts=plain)
+    if view is None:
+        return None, empty, "no root mount in /proc/self/mountinfo"
+    if view.plain:
+        return view, empty, f"not overlaid: {', '.join(view.plain)}"
+    return view, empty, None
 
 
 # What bwrap prints when a path it was told to mount on (or from) vanished
-# between `launch()` and its setup: a host socket closed, a file deleted.
+# between `launch()` and its setup: a host socket closed, a file deleted, a
+# dir that the overlay view lists in a carved dir removed.
 _VANISHED = ("bwrap: Can't create file at ", "bwrap: Can't mkdir parents for ",
-             "bwrap: Can't find source path ")
+             "bwrap: Can't find source path ", "bwrap: Can't make overlay mount on ")
 
 
 def vanished_during_setup(returncode: int | None, stderr: str | bytes) -> bool:
@@ -361,8 +437,10 @@ def plan_argv(rp: ResolvedPolicy, host: HostFacts, command: list[str], *, seccom
     if rp.policy.confined and host.is_root:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(pwd.getpwuid(host.uid).pw_dir, ".cache")
         dev_dir = os.path.join(base, "stockade", f"dev-{host.uid}")
-    return _argv(canonical_paths(rp), host, command, seccomp_fd=seccomp_fd if host.seccomp else None,
-                 sockets=_sockets(rp), dev_dir=dev_dir)
+    crp = canonical_paths(rp)
+    view, empty, _ = host_view_for(crp, host, create=False)
+    return _argv(crp, host, command, seccomp_fd=seccomp_fd if host.seccomp else None,
+                 sockets=_sockets(rp), dev_dir=dev_dir, view=view, empty=empty)
 
 
 def _sockets(rp: ResolvedPolicy) -> tuple[str, ...]:
@@ -373,10 +451,10 @@ def _sockets(rp: ResolvedPolicy) -> tuple[str, ...]:
 
 
 def _argv(crp: ResolvedPolicy, host: HostFacts, command: list[str], *, seccomp_fd: int | None,
-          sockets: tuple[str, ...], dev_dir: str | None) -> list[str]:
+          sockets: tuple[str, ...], dev_dir: str | None, view: HostView | None, empty: str | None) -> list[str]:
     return bwrap_argv(crp, host, list(command), seccomp_fd=seccomp_fd, hide_sockets=sockets,
                       tmp_size_mb=crp.policy.limits.memory_mb, dev_nodes_dir=dev_dir,
-                      socket_dirs=socket_dirs(host) if crp.policy.confined else ())
+                      view=view, overlay_empty=empty)
 
 
 def _aliases(paths: list[str]) -> dict[str, list[str]]:

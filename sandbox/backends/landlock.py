@@ -6,9 +6,12 @@ only makes syscalls, in the order `sandbox.confine` documents. When the
 caller is root, or user namespaces work, the child also gets a mount
 namespace (read-only `/`, read-only `.git`, hidden secrets, fresh tmpfs
 /tmp, /var/tmp and /dev/shm), a private network namespace when offline and a
-private IPC namespace. Without one, Landlock alone carries the filesystem
-policy, TMPDIR is a per-run host directory, and some protections are
-missing (reported by `protections`, so `auto` prefers bwrap).
+private IPC namespace; offline, its root is the host seen through read-only
+overlays (`policies.compile.hostview`), where no host Unix socket is
+connectable, whatever its name, links or age. Without a mount namespace,
+Landlock alone carries the filesystem policy, TMPDIR is a per-run host
+directory, and some protections are missing (reported by `protections`, so
+`auto` prefers bwrap).
 
 The ruleset fd is close-on-exec (landlockpy makes it so): the pre-exec hook
 runs after fork, before exec, so the child still has it, and the command
@@ -27,13 +30,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal
 
+from policies.compile.hostview import HostView
 from policies.compile.landlock import LandlockPlan, landlock_plan
-from policies.compile.mounts import Bind, MountPlan, Tmpfs, mount_plan
+from policies.compile.mounts import Bind, MapIds, MountPlan, RemountTree, SealView, ShowHost, Tmpfs, Unshare, mount_plan
 from policies.compile.seccomp import seccomp_rules
 from policies.host import HostFacts
 from policies.model import NetworkMode, TmpMode
 from policies.resolve import DeniedPath, ResolvedPolicy
-from sandbox import confine
+from sandbox import confine, host_view
 from sandbox.backends.base import (
     ENFORCED,
     NOT_APPLICABLE,
@@ -47,12 +51,10 @@ from sandbox.mount_aliases import aliases
 
 TREE_KILL = "best-effort: process group + descendants"
 NEEDS_MOUNT_NS = "needs a mount namespace (root or user namespaces)"
-SOCKETS_BEST_EFFORT = ("best-effort: sockets found at launch (and their bind-mount aliases) are covered, and "
-                       "everything under /run; one bound later elsewhere, renamed, or hard-linked under another "
-                       "name stays reachable (Landlock ABI 9 closes this)")
 
-
-SOCKET_DIRS = ("/run", "/var/run")  # where daemons keep their sockets (docker, containerd, dbus)
+def sockets_best_effort(problem: str) -> str:
+    return (f"best-effort: {problem}; sockets found at launch (and their bind-mount aliases) are covered, one "
+            "bound later, renamed, or hard-linked under another name stays reachable (Landlock ABI 9 closes this)")
 
 
 @functools.cache
@@ -64,11 +66,62 @@ def _overlayfs() -> bool:
         return False
 
 
-def _socket_dirs() -> tuple[str, ...]:
-    """Socket dirs to show through a read-only overlay when offline (when overlayfs exists)."""
+def _probe(userns: bool) -> Callable[[HostView], str | None]:
+    """Build a view in a throw-away child (the same steps as a run) and say where it failed."""
+    def probe(view: HostView) -> str | None:
+        import subprocess
+
+        ops = [Unshare(user=userns, net=False), *([MapIds(os.getuid(), os.getgid())] if userns else []),
+               RemountTree("/"), ShowHost(view), SealView()]
+        steps = confine.mount_steps(MountPlan(ops=tuple(ops)))
+
+        def preexec() -> None:
+            confine.run_steps(steps)
+        try:
+            r = subprocess.run(["true"], preexec_fn=preexec, stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=30, cwd="/")
+        except OSError:
+            return None  # the view was built; only `true` could not be run in it
+        except subprocess.SubprocessError:
+            return ""
+        if r.returncode != confine.SETUP_FAILED:
+            return None
+        return host_view.failed_path(r.stderr) if "view " in r.stderr else ""
+    return probe
+
+
+def _plain_mounts(rp: ResolvedPolicy, mode: str | None) -> tuple[frozenset[int] | None, str | None]:
+    """Mounts the overlay view must show plainly here, or (None, why there is no view)."""
+    if mode is None or rp.policy.network.mode is NetworkMode.ON:
+        return None, None
+    if "/" in rp.writable:
+        return None, "/ is writable"
     if not _overlayfs():
-        return ()
-    return tuple(d for d in SOCKET_DIRS if os.path.isdir(d) and not os.path.islink(d))
+        return None, "overlayfs is not available"
+    carve = mode == "userns"
+    plain = host_view.plain_mounts(("landlock", mode, os.getuid()), carve=carve, probe=_probe(carve))
+    if plain is None:
+        return None, "overlayfs could not show the host here (probe failed)"
+    return plain, None
+
+
+def overlay_problem(rp: ResolvedPolicy, mode: str | None) -> str | None:
+    """Why the overlay view would not cover every host mount (None: it would), without building it."""
+    plain, problem = _plain_mounts(rp, mode)
+    return problem if plain is None else "some host mounts could not be overlaid" if plain else None
+
+
+def view_for(rp: ResolvedPolicy, mode: str | None) -> tuple[HostView | None, str | None]:
+    """(view, problem) for an offline run with a mount namespace; problem: what stays uncovered."""
+    plain, problem = _plain_mounts(rp, mode)
+    if plain is None:
+        return None, problem
+    carve = mode == "userns"
+    skip = (*rp.writable, *(d.path for d in rp.deny_read if d.kind == "dir"))
+    view = host_view.build(carve=carve, skip=skip, plain_mounts=plain)
+    if view is None:
+        return None, "no root mount in /proc/self/mountinfo"
+    return view, f"not overlaid: {', '.join(view.plain)}" if view.plain else None
 
 
 RUN_TMP_PREFIX = "stockade-tmp-"
@@ -229,7 +282,8 @@ class LandlockBackend(Backend):
         if offline:
             out["network"] = (ENFORCED if net is NetworkMode.OFF
                               else "best-effort: allowlist proxy not implemented, network fully off")
-            out["host-unix-sockets"] = ENFORCED if abi >= 9 else SOCKETS_BEST_EFFORT if mode else missing(
+            out["host-unix-sockets"] = ENFORCED if abi >= 9 else _sockets_protection(
+                overlay_problem(rp, mode)) if mode else missing(
                 f"Landlock ABI {abi} < 9 cannot stop connect() to the host's pathname Unix sockets; "
                 f"{NEEDS_MOUNT_NS}")
             out["abstract-unix-sockets"] = ENFORCED if mode or abi >= 6 else missing(
@@ -243,12 +297,14 @@ class LandlockBackend(Backend):
         mode = self.ns_mode(host)
         offline = rp.policy.network.mode is not NetworkMode.ON
         rp = _with_aliases(rp)
-        plan = landlock_plan(rp, host, tmp_dir="<per-run TMPDIR>", mount_ns=mode is not None)
+        view = view_for(rp, mode)[0] if offline else None
+        plan = landlock_plan(rp, host, tmp_dir="<per-run TMPDIR>", mount_ns=mode is not None,
+                             host_view=view is not None)
         out = {"namespaces": [f"mode: {mode or 'none (Landlock alone)'}"], "landlock": plan.describe()}
         if mode is not None:
             out["mounts"] = mount_plan(rp, host, userns=mode == "userns",
                                        host_sockets=_with_socket_aliases(_host_sockets()) if offline else (),
-                                       socket_dirs=_socket_dirs() if offline else ()).describe()
+                                       view=view).describe()
         from policies.compile.seccomp import describe
 
         out["seccomp"] = describe(seccomp_rules(rp.policy, host, netns=mode is not None and offline))
@@ -286,14 +342,18 @@ class LandlockBackend(Backend):
                 raise SandboxSetupError(f"seccomp filter: {exc}") from exc
             if mode is None and policy.tmp is TmpMode.PRIVATE:
                 state.run_root = _make_run_tmp()
-            plan = landlock_plan(rp, host, tmp_dir=state.run_root, mount_ns=mode is not None)
+            view, problem = view_for(rp, mode)
+            if problem and mode is not None and offline:
+                warnings.append(f"host Unix sockets: {problem}")
+            plan = landlock_plan(rp, host, tmp_dir=state.run_root, mount_ns=mode is not None,
+                                 host_view=view is not None)
             state.ruleset = _ruleset(plan)
             fd = state.ruleset.fileno()
             steps: list[confine.Step] = []
             if mode is not None:
                 mplan = mount_plan(rp, host, userns=mode == "userns",
                                    host_sockets=_with_socket_aliases(_host_sockets()) if offline else (),
-                                   socket_dirs=_socket_dirs() if offline else ())
+                                   view=view)
                 steps += confine.mount_steps(state.take_stubs(mplan, warnings))
                 steps += [confine.late_rule_step(fd, r.path, r.access) for r in plan.late_rules]
             # CAP_SETPCAP in the child: always after unshare(); otherwise only a root caller has it.
@@ -309,11 +369,18 @@ class LandlockBackend(Backend):
             for name in ("TMP", "TEMP"):
                 if name in env:
                     env[name] = plan.tmpdir
+        protections = self.protections(rp, host)
+        if offline and mode is not None and host.landlock_abi < 9:
+            protections["host-unix-sockets"] = _sockets_protection(problem)
         launch = Launch(argv=list(argv), env=env, cwd=rp.cwd, cleanup=state.cleanup, kills_tree=False,
-                        protections=self.protections(rp, host), warnings=warnings)
+                        protections=protections, warnings=warnings)
         steps += [confine.cloexec_from_3(lambda: launch.pass_fds), confine.seccomp_step(bpf)]
         launch.preexec_fn = _preexec(limits_preexec, steps)
         return launch
+
+
+def _sockets_protection(problem: str | None) -> str:
+    return ENFORCED if problem is None else sockets_best_effort(problem)
 
 
 def _preexec(limits: Callable[[], None] | None, steps: list[confine.Step]) -> Callable[[], None]:

@@ -248,7 +248,7 @@ def test_host_unix_socket_outside_workspace_is_hidden(box: Box, base: str) -> No
     base = os.path.expanduser(base)
     if not (os.path.isdir(base) and os.access(base, os.W_OK)):
         pytest.skip(f"{base} not writable")
-    d = tempfile.mkdtemp(prefix="stockade-sock-", dir=base)  # /run: the overlay; others: a /dev/null bind
+    d = tempfile.mkdtemp(prefix="stockade-sock-", dir=base)  # the overlay view (or a /dev/null bind without one)
     try:
         path = os.path.join(d, "docker.sock")
         with _unix_server(path) as srv:
@@ -431,14 +431,16 @@ def test_concurrent_runs_share_a_stub(box: Box) -> None:
 
 
 def test_run_sockets_hidden_whatever_their_name_or_age(box: Box) -> None:
-    """/run is an overlay: a socket bound after launch, or a second name of one, is unreachable too."""
-    from sandbox.backends.bwrap import socket_dirs
+    """The host is shown through overlays: a socket bound after launch, or a second name of one, is
+    unreachable too (here under /run)."""
+    from sandbox.backends.bwrap import overlay_problem
 
-    if "/run" not in socket_dirs(box.host) or not os.access("/run", os.W_OK):
-        pytest.skip("no /run overlay on this host")
+    policy = SandboxPolicy(workspace=str(box.ws))
+    problem = overlay_problem(resolve(policy, box.host), box.host)
+    if problem or not os.access("/run", os.W_OK):
+        pytest.skip(f"no overlay view of /run on this host: {problem}")
     d = Path(tempfile.mkdtemp(prefix="stockade-late-", dir="/run"))
     try:
-        policy = SandboxPolicy(workspace=str(box.ws))
         launch = BwrapBackend().launch(resolve(policy, box.host), box.host,
                                        [PY, "-c", CONNECT, "unix", str(d / "late.sock")],
                                        build_env(policy, dict(os.environ)))

@@ -5,13 +5,22 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from policies.host import HostFacts
 from policies.model import Mode, NetworkMode, NetworkPolicy, SandboxPolicy
 from policies.resolve import DeniedPath, ProtectedPath, resolve
+from sandbox.backends import bwrap as bwrap_backend
 from sandbox.backends.base import ENFORCED, NOT_APPLICABLE, PROTECTIONS
 from sandbox.backends.bwrap import BwrapBackend, canonical_paths
 
 GOOD = HostFacts(bwrap_path="/usr/bin/bwrap", bwrap_usable=True, seccomp=True, home="/home/u")
+
+
+@pytest.fixture(autouse=True)
+def overlay_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GOOD's overlay view covers every mount (the real check spawns bwrap: see the integration tests)."""
+    monkeypatch.setattr(bwrap_backend, "overlay_problem", lambda rp, host: None)
 
 
 def test_unavailable_names_error_and_fix() -> None:
@@ -37,6 +46,24 @@ def test_protections_workspace_write(tmp_path: Path) -> None:
         assert prot[key] == ENFORCED, key
     assert prot["limits"] == NOT_APPLICABLE
     assert prot["syscall-filter"] in (ENFORCED,) or prot["syscall-filter"].startswith("missing")
+
+
+def test_protections_host_sockets_best_effort_without_the_overlay_view(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bwrap_backend, "overlay_problem", lambda rp, host: "not overlaid: /data")
+    prot = BwrapBackend().protections(_rp(tmp_path), GOOD)
+    assert prot["host-unix-sockets"].startswith("best-effort: not overlaid: /data")
+    assert prot["network"] == ENFORCED
+
+
+def test_overlay_problem_without_overlayfs(tmp_path: Path) -> None:
+    assert bwrap_backend.sockets_protection(None) == ENFORCED
+    old = dataclasses.replace(GOOD, kernel="5.4.0")
+    bwrap_backend._FOUND.pop("overlay", None)
+    try:
+        assert "5.11" in (bwrap_backend.host_view_for(_rp(tmp_path), old, create=False)[2] or "")
+    finally:
+        bwrap_backend._FOUND.pop("overlay", None)
 
 
 def test_protections_without_seccomp_is_missing(tmp_path: Path) -> None:
@@ -134,6 +161,9 @@ def test_vanished_during_setup() -> None:
     assert vanished_during_setup(1, msg)
     assert vanished_during_setup(1, msg.encode())
     assert vanished_during_setup(1, "bwrap: Can't mkdir parents for /srv/x/d.sock: Read-only file system\n")
+    assert vanished_during_setup(1, "bwrap: Can't make overlay mount on /newroot/srv/gone with options "
+                                    "lowerdir=/oldroot/srv/gone:/oldroot/dev/shm/stockade-0/empty,userxattr: "
+                                    "No such file or directory\n")
     assert not vanished_during_setup(0, msg)
     assert not vanished_during_setup(1, "some output\n" + msg)  # the command ran and printed this
     assert not vanished_during_setup(1, "bwrap: execvp nosuch: No such file or directory\n")

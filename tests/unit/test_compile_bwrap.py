@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from policies.compile.bwrap import DEV_NODES, PROC_READ_ONLY, bwrap_argv
+from policies.compile.bwrap import DEV_NODES, PROC_READ_ONLY, bwrap_argv, view_probe_argv
+from policies.compile.hostview import HostView, Overlay, PlainBind, Skeleton, Symlink
 from policies.host import HostFacts
 from policies.model import Mode, NetworkMode, NetworkPolicy, SandboxPolicy, TmpMode
 from policies.resolve import DeniedPath, ProtectedPath, ResolvedPolicy, resolve
@@ -20,7 +21,7 @@ WS = "/home/u/proj"
 # Arity of every bwrap option the compiler emits, to parse argvs back.
 _ARITY = {"--bind": 2, "--ro-bind": 2, "--ro-bind-try": 2, "--dev-bind": 2, "--tmpfs": 1, "--dev": 1, "--proc": 1,
           "--remount-ro": 1, "--perms": 1, "--size": 1, "--chdir": 1, "--seccomp": 1, "--cap-drop": 1,
-          "--overlay-src": 1, "--tmp-overlay": 1}
+          "--overlay-src": 1, "--tmp-overlay": 1, "--ro-overlay": 1, "--symlink": 2, "--dir": 1}
 
 
 def rp_for(
@@ -55,7 +56,7 @@ def mounts(argv: list[str]) -> list[tuple[str, str]]:
     """(option, destination) of every mount-like op, in order."""
     return [(op[0], op[-1]) for op in ops(argv)
             if op[0] in ("--bind", "--ro-bind", "--dev-bind", "--tmpfs", "--dev", "--proc", "--remount-ro",
-                         "--tmp-overlay")]
+                         "--tmp-overlay", "--ro-overlay")]
 
 
 def index(argv: list[str], *op: str) -> int:
@@ -72,7 +73,8 @@ def check_invariants(argv: list[str]) -> None:
     """Properties every argv must have, whatever the policy."""
     found = ops(argv)
     binds = [op for op in found
-             if op[0] in ("--bind", "--ro-bind", "--ro-bind-try", "--dev-bind", "--tmpfs", "--tmp-overlay")]
+             if op[0] in ("--bind", "--ro-bind", "--ro-bind-try", "--dev-bind", "--tmpfs", "--tmp-overlay",
+                          "--ro-overlay")]
     assert len(binds) == len(set(binds)), f"duplicate mount op in {binds}"
     # A mount placed before a mount on one of its strict ancestors would be hidden by it.
     targets = [op[-1] for op in binds]
@@ -420,34 +422,84 @@ def test_deny_and_sockets_inside_a_readable_root_under_tmp_still_apply() -> None
     check_invariants(argv)
 
 
-def test_socket_dirs_get_a_read_only_overlay() -> None:
-    rp = rp_for(deny=(DeniedPath("/run/secrets", "dir", "d"),))
-    argv = bwrap_argv(rp, HOST, ["true"], seccomp_fd=None, socket_dirs=("/run",),
-                      hide_sockets=("/run/docker.sock", "/run/user/1000/bus", "/srv/app.sock"))
+EMPTY = "/dev/shm/stockade-1000/empty"
+# A carved view (bwrap always has a user namespace): "/" is bwrap's tmpfs, the host's entries come back
+# one by one, /mnt/data is a mount of its own, the kernel trees and the private dirs are the sandbox's.
+VIEW = HostView(carved=True, items=(
+    Skeleton("/", 0o755), Symlink("/bin", "usr/bin"), Skeleton("/dev", 0o755), Overlay("/etc", 1),
+    PlainBind("/etc/hosts", is_dir=False, why="file mount"), Overlay("/home", 1), Skeleton("/mnt", 0o755),
+    Overlay("/mnt/data", 2), Skeleton("/proc", 0o555), Overlay("/run", 3), Overlay("/srv", 1),
+    PlainBind("/sys", why="kernel filesystem"), Skeleton("/tmp", 0o1777), Overlay("/usr", 1),
+    Overlay("/var", 1),
+))
+
+
+def test_view_replaces_the_read_only_root_when_offline() -> None:
+    rp = rp_for(deny=(DeniedPath("/home/u/.ssh", "dir", "d"), DeniedPath("/etc/shadow", "file", "s")),
+                protected=(ProtectedPath(f"{WS}/.git", "dir", "p"),))
+    argv = bwrap_argv(rp, HOST, ["true"], seccomp_fd=None, view=VIEW, overlay_empty=EMPTY,
+                      hide_sockets=("/run/docker.sock", "/srv/app.sock", f"{WS}/lsp.sock", "/sys/x.sock"))
     found = ops(argv)
-    i = index(argv, "--tmp-overlay", "/run")
-    assert found[i - 1] == ("--overlay-src", "/run")
-    assert "/run/docker.sock" not in argv and "/run/user/1000/bus" not in argv  # the overlay covers them
-    assert ("--ro-bind", "/dev/null", "/srv/app.sock") in found
-    assert index(argv, "--tmpfs", "/run/secrets") > i  # host content shows through: deny still applies
-    assert index(argv, "--remount-ro", "/run") > index(argv, "--remount-ro", "/run/secrets")
-    assert mounts(argv)[-2:] == [("--remount-ro", "/dev"), ("--remount-ro", "/run")]
+    assert ("--ro-bind", "/", "/") not in found  # the root is bwrap's own tmpfs
+    # The last --overlay-src is the top layer: the host's dir; the empty dir is only the second layer.
+    i = index(argv, "--ro-overlay", "/usr")
+    assert found[i - 2:i] == [("--overlay-src", EMPTY), ("--overlay-src", "/usr")]
+    assert ("--symlink", "usr/bin", "/bin") in found
+    assert ("--dir", "/mnt") in found and found[index(argv, "--dir", "/mnt") - 1] == ("--perms", "0755")
+    assert index(argv, "--dir", "/mnt") < index(argv, "--ro-overlay", "/mnt/data")
+    assert index(argv, "--ro-overlay", "/etc") < index(argv, "--ro-bind", "/etc/hosts", "/etc/hosts")
+    assert ("--ro-bind", "/sys", "/sys") in found
+    # The sandbox's own mounts replace what the view has there.
+    assert "/proc" not in [op[-1] for op in found if op[0] in ("--dir", "--ro-bind")]
+    assert ("--dir", "/tmp") not in found and ("--dir", "/dev") not in found
+    # Host content shows through the overlays: deny-read and protection still apply on top.
+    assert index(argv, "--tmpfs", "/home/u/.ssh") > index(argv, "--ro-overlay", "/home")
+    assert index(argv, "--ro-bind", "/dev/null", "/etc/shadow") > index(argv, "--ro-overlay", "/etc")
+    assert index(argv, "--bind", WS, WS) > index(argv, "--ro-overlay", "/home")
+    assert ("--ro-bind", f"{WS}/.git", f"{WS}/.git") in found
+    # No socket is connectable through an overlay; the writable root and /sys are plain binds.
+    assert "/run/docker.sock" not in argv and "/srv/app.sock" not in argv
+    assert index(argv, "--ro-bind", "/dev/null", f"{WS}/lsp.sock") > index(argv, "--bind", WS, WS)
+    assert ("--ro-bind", "/dev/null", "/sys/x.sock") in found
+    # bwrap makes mountpoints in its tmpfs root while it sets up: read-only only at the end.
+    assert mounts(argv)[-2:] == [("--remount-ro", "/dev"), ("--remount-ro", "/")]
     check_invariants(argv)
 
 
-def test_socket_dirs_with_a_writable_root_inside() -> None:
-    ws = "/run/build/ws"
-    rp = rp_for(writable=(ws,), cwd=ws, protected=(ProtectedPath(f"{ws}/.git", "dir", "p"),))
-    argv = bwrap_argv(rp, HOST, ["true"], seccomp_fd=None, socket_dirs=("/run",),
-                      hide_sockets=(f"{ws}/host.sock", "/run/docker.sock"))
-    assert index(argv, "--tmp-overlay", "/run") < index(argv, "--bind", ws, ws)
-    # A socket inside the writable bind is live again: it must be covered one by one.
-    assert index(argv, "--ro-bind", "/dev/null", f"{ws}/host.sock") > index(argv, "--bind", ws, ws)
-    assert ("--ro-bind", f"{ws}/.git", f"{ws}/.git") in ops(argv)
-    assert "/run/docker.sock" not in argv
+def test_view_without_an_empty_dir_uses_a_tmpfs_upper_made_read_only() -> None:
+    argv = bwrap_argv(rp_for(), HOST, ["true"], seccomp_fd=None, view=VIEW)
+    found = ops(argv)
+    i = index(argv, "--tmp-overlay", "/usr")
+    assert found[i - 1] == ("--overlay-src", "/usr") and "--ro-overlay" not in argv
+    assert index(argv, "--remount-ro", "/usr") > index(argv, "--bind", WS, WS)
     check_invariants(argv)
 
 
-def test_no_overlay_when_network_on() -> None:
-    argv = bwrap_argv(rp_for(network=NetworkMode.ON), HOST, ["true"], seccomp_fd=None, socket_dirs=("/run",))
-    assert "--tmp-overlay" not in argv and ("--remount-ro", "/run") not in ops(argv)
+def test_view_root_shown_plainly_when_overlayfs_refused_it() -> None:
+    view = HostView(carved=True, plain=("/",), items=(
+        PlainBind("/", why="overlay failed"), PlainBind("/proc", why="kernel filesystem"), Overlay("/run", 3)))
+    argv = bwrap_argv(rp_for(), HOST, ["true"], seccomp_fd=None, view=view, overlay_empty=EMPTY,
+                      hide_sockets=("/run/docker.sock", "/srv/app.sock"))
+    found = ops(argv)
+    assert found.index(("--ro-bind", "/", "/")) < found.index(("--dev", "/dev"))  # first, as without a view
+    assert index(argv, "--ro-overlay", "/run") > found.index(("--ro-bind", "/", "/"))
+    assert "/run/docker.sock" not in argv and ("--ro-bind", "/dev/null", "/srv/app.sock") in found
+    assert ("--remount-ro", "/") not in found
+    check_invariants(argv)
+
+
+def test_no_view_when_network_on_or_root_writable() -> None:
+    on = bwrap_argv(rp_for(network=NetworkMode.ON), HOST, ["true"], seccomp_fd=None, view=VIEW,
+                    overlay_empty=EMPTY)
+    assert ("--ro-bind", "/", "/") in ops(on)
+    assert not {"--ro-overlay", "--tmp-overlay", "--overlay-src", "--symlink"} & set(on)
+    root = bwrap_argv(rp_for(writable=("/", WS)), HOST, ["true"], seccomp_fd=None, view=VIEW, overlay_empty=EMPTY)
+    assert ("--bind", "/", "/") in ops(root) and "--ro-overlay" not in root
+
+
+def test_view_probe_argv_builds_only_the_view() -> None:
+    argv = view_probe_argv(BWRAP, VIEW, EMPTY)
+    assert argv[:5] == [BWRAP, "--die-with-parent", "--unshare-user", "--unshare-pid", "--unshare-net"]
+    assert command(argv) == ["true"]
+    assert ("--ro-overlay", "/usr") in ops(argv) and ("--ro-bind", "/", "/") not in ops(argv)
+    assert ops(argv)[-1] == ("--remount-ro", "/")

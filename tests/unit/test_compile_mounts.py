@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from policies.compile.hostview import HostView, Overlay, PlainBind
 from policies.compile.mounts import (
     Bind,
     Chdir,
@@ -11,7 +12,8 @@ from policies.compile.mounts import (
     PinLink,
     PrivateTmp,
     RemountTree,
-    SocketDirOverlay,
+    SealView,
+    ShowHost,
     Tmpfs,
     Unshare,
     mount_plan,
@@ -139,23 +141,43 @@ def test_protected_outside_writable_roots_and_symlinks() -> None:
     assert PinLink(f"{WS}/.stockade2", why=f"protected: .stockade2 under {WS} (symlink)") in plan.ops
 
 
-def test_socket_dirs_overlaid_first_when_offline() -> None:
-    plan = mount_plan(rp_for(), ROOT, socket_dirs=("/run",), host_sockets=("/run/docker.sock", "/srv/d.sock"))
-    assert plan.ops[2] == SocketDirOverlay("/run")  # right after / goes read-only, before any bind
+VIEW = HostView(items=(Overlay("/", 1), PlainBind("/dev", why="kernel filesystem"),
+                       PlainBind("/proc", why="kernel filesystem"), Overlay("/run", 2)))
+
+
+def test_host_view_is_the_root_right_after_it_goes_read_only() -> None:
+    plan = mount_plan(rp_for(), ROOT, view=VIEW,
+                      host_sockets=("/run/docker.sock", "/srv/d.sock", "/dev/log", f"{WS}/lsp.sock"))
+    assert plan.ops[:3] == (Unshare(net=True), RemountTree("/"), ShowHost(VIEW))  # before any bind
+    # The writable root comes from the host, not from the view: real files, and sockets the command makes work.
+    assert Bind(WS, WS, readonly=False, host=True, why="writable root") in plan.ops
     socket_binds = [op.dst for op in plan.ops if isinstance(op, Bind) and op.volatile]
-    assert socket_binds == ["/srv/d.sock"]  # the overlay already covers /run/docker.sock
-    assert not any(isinstance(op, SocketDirOverlay)
-                   for op in mount_plan(rp_for(network=NetworkMode.ON), ROOT, socket_dirs=("/run",)).ops)
+    # Overlaid: /run and /srv. Shown plainly: /dev; the workspace is the host's own.
+    assert socket_binds == ["/dev/log", f"{WS}/lsp.sock"]
+    seal = plan.ops.index(SealView())
+    assert all(i < seal for i, op in enumerate(plan.ops) if isinstance(op, (Bind, Tmpfs, PrivateTmp, PinLink)))
+    assert plan.ops[seal + 1:] == (LoopbackUp(), Chdir(WS))
 
 
-def test_socket_dir_holding_the_workspace_is_not_overlaid() -> None:
-    plan = mount_plan(rp_for(ws="/run/user/1000/ws"), ROOT, socket_dirs=("/run", "/odd:dir"))
-    assert not any(isinstance(op, SocketDirOverlay) for op in plan.ops)
-    assert len([n for n in plan.notes if "not overlaid" in n]) == 2
+def test_no_host_view_when_network_on() -> None:
+    plan = mount_plan(rp_for(network=NetworkMode.ON), ROOT, view=VIEW)
+    assert not any(isinstance(op, (ShowHost, SealView)) for op in plan.ops)
+    assert Bind(WS, WS, readonly=False, why="writable root") in plan.ops
+
+
+def test_host_view_keeps_sockets_it_shows_plainly_covered() -> None:
+    view = HostView(items=(PlainBind("/", why="overlay failed"), Overlay("/run", 2)), plain=("/",))
+    plan = mount_plan(rp_for(), ROOT, view=view, host_sockets=("/run/docker.sock", "/srv/d.sock"))
+    assert [op.dst for op in plan.ops if isinstance(op, Bind) and op.volatile] == ["/srv/d.sock"]
 
 
 def test_describe_is_readable() -> None:
     text = "\n".join(mount_plan(rp_for(), ROOT, host_sockets=("/run/docker.sock",)).describe())
+    shown = "\n".join(mount_plan(rp_for(), ROOT, view=VIEW).describe())
+    for needle in ("root: the host through read-only overlays", "  read-only overlay of /run",
+                   "  read-only bind /dev  # kernel filesystem", f"bind -r writable host {WS} -> {WS}",
+                   "view's own dirs read-only"):
+        assert needle in shown, needle
     for needle in ("unshare mount,ipc,net", "/ recursively read-only private", f"bind -r writable {WS} -> {WS}",
                    f"tmpfs mode 0555 read-only on {WS}/.stockade", "/dev/null -> /run/docker.sock (if present)",
                    f"fresh tmpfs mode 1777 on /tmp, keeping {WS}", "bring lo up", f"chdir {WS}"):
