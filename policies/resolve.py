@@ -40,6 +40,9 @@ class ResolvedPolicy:
     deny_read: tuple[DeniedPath, ...]
     home: str
     problems: tuple[str, ...] = field(default_factory=tuple)  # reasons to refuse
+    # Host paths under a private tmp dir that must stay visible (read-only): the
+    # command's own program or virtualenv living in /tmp. See `programs_in_tmp`.
+    show: tuple[str, ...] = field(default_factory=tuple)
 
 
 def _real(path: str) -> str:
@@ -201,3 +204,31 @@ def _dedupe_nested(paths: list[str]) -> list[str]:
     """Drop duplicates; keep nested roots (harmless) but order shallowest first."""
     unique = list(dict.fromkeys(paths))
     return sorted(unique, key=lambda p: (p.count("/"), p))
+
+
+PRIVATE_TMP_ROOTS = ("/tmp", "/var/tmp")
+
+
+def programs_in_tmp(argv0: str, env: dict[str, str] | None, cwd: str) -> tuple[str, ...]:
+    """Top-level host /tmp (or /var/tmp) entries holding the command's program, its PATH or virtualenv.
+
+    The run gets a private /tmp, which would otherwise hide a tool installed
+    under /tmp (a CI checkout's .venv, a tool unpacked in /tmp); those entries
+    are shown read-only on top of the private tmp.
+    """
+    candidates: list[str] = []
+    if "/" in argv0:
+        candidates.append(os.path.join(cwd, argv0))
+    env = env or {}
+    candidates += [p for p in env.get("PATH", "").split(os.pathsep) if p]
+    if env.get("VIRTUAL_ENV"):
+        candidates.append(env["VIRTUAL_ENV"])
+    out: list[str] = []
+    for cand in candidates:
+        for path in dict.fromkeys((os.path.normpath(cand), _real(cand))):
+            for root in PRIVATE_TMP_ROOTS:
+                if path.startswith(root + "/"):
+                    top = os.path.join(root, path[len(root) + 1:].split("/", 1)[0])
+                    if os.path.isdir(top) and top not in out:
+                        out.append(top)
+    return tuple(out)

@@ -35,7 +35,7 @@ from typing import IO
 from policies.env import build_env
 from policies.host import HostFacts
 from policies.model import SandboxPolicy
-from policies.resolve import ResolvedPolicy, resolve
+from policies.resolve import ResolvedPolicy, programs_in_tmp, resolve
 from sandbox.backends import choose
 from sandbox.backends.base import Launch, SandboxSetupError
 from sandbox.cgroup import RunCgroup, create
@@ -166,6 +166,10 @@ def prepare(
         raise SandboxSetupError("cannot run under this policy:\n  " + "\n  ".join(rp.problems))
     chosen, protections = choose(rp, host, backend)
     child_env = build_env(policy, os.environ if env is None else env, tmpdir="/tmp")
+    if policy.confined:
+        show = programs_in_tmp(argv[0], child_env, rp.cwd)
+        if show:
+            rp = dataclasses.replace(rp, show=show)
     cgroup, warnings = create(host.cgroup, policy.limits)
     try:
         plan = child_limits(policy.limits, host, cgroup)
@@ -344,6 +348,9 @@ def build_result(
             denials.append(Denial("limit", "processes", f"pids={limits.pids}",
                                   f"{refused} fork(s) refused at the pids limit"))
     err_head = stderr.value()[:4096]
+    if prep.backend == "bwrap" and code == 1 and err_head.startswith(b"bwrap: execvp ") and err_head.count(b"\n") <= 1:
+        # bwrap could not exec the command: report it the way a shell does.
+        code = 127 if b"No such file or directory" in err_head else 126
     if prep.backend == "bwrap" and code == 1 and err_head.startswith(b"bwrap: ") \
             and not err_head.startswith(b"bwrap: execvp"):
         # bwrap failed before the command ran (a mount it could not make): nothing was executed.

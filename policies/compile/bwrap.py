@@ -221,7 +221,8 @@ def bwrap_argv(
 
     # The workspace and cwd stay visible (read-only) even when a private tmp
     # dir would hide them: a read-only run in /tmp/x must still read /tmp/x.
-    for r in sorted({_check(rp.workspace, "workspace"), cwd}, key=_depth):
+    for r in sorted({_check(rp.workspace, "workspace"), cwd, *(_check(p, "shown path") for p in rp.show)},
+                    key=_depth):
         if not denied(r) and _owner(r, layers) == "fresh":
             layers["read"].append(r)
             mounts.append(_Mount(r, _READ, ("--ro-bind", r, r)))

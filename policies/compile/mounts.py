@@ -229,7 +229,7 @@ def mount_plan(
     if userns:
         ops.append(MapIds(host.uid, host.gid))
     ops.append(RemountTree("/"))
-    needed = [rp.workspace, rp.cwd, *rp.writable, *(p.path for p in rp.protected if p.kind != "missing")]
+    needed = [rp.workspace, rp.cwd, *rp.writable, *(p.path for p in rp.protected if p.kind != "missing"), *rp.show]
     if not offline:
         view = None
     if view is not None:

@@ -146,3 +146,19 @@ def test_state_dirs_protected_when_inside_writable_root(tmp_path: Path, monkeypa
     elsewhere.mkdir()
     rp = resolve(SandboxPolicy(workspace=str(elsewhere)), host(tmp_path))
     assert all("cache" not in p.path for p in rp.protected)
+
+
+def test_programs_in_tmp(tmp_path: Path) -> None:
+    from policies.resolve import programs_in_tmp
+
+    tool = Path("/tmp") / f"stockade-test-tool-{os.getpid()}"
+    (tool / "bin").mkdir(parents=True, exist_ok=True)
+    try:
+        got = programs_in_tmp(str(tool / "bin" / "python3"), {"PATH": "/usr/bin:/bin"}, "/")
+        assert got == (str(tool),)
+        assert programs_in_tmp("python3", {"PATH": f"{tool}/bin:/usr/bin"}, "/") == (str(tool),)
+        assert programs_in_tmp("python3", {"PATH": "/usr/bin", "VIRTUAL_ENV": str(tool)}, "/") == (str(tool),)
+        assert programs_in_tmp("/usr/bin/true", {"PATH": "/usr/bin"}, "/") == ()
+    finally:
+        (tool / "bin").rmdir()
+        tool.rmdir()
