@@ -26,7 +26,8 @@ def test_program_under_host_tmp_runs_and_tmp_stays_private(backend: str) -> None
     try:
         script = tool / "bin" / "hello"
         script.parent.mkdir()
-        script.write_text("#!/bin/sh\necho hello from $0\necho private > /tmp/written-by-sandbox\ncat /tmp/written-by-sandbox\n")
+        script.write_text("#!/bin/sh\necho hello from $0\n"
+                          "echo private > /tmp/written-by-sandbox\ncat /tmp/written-by-sandbox\n")
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
         res = sandbox.run([str(script)], SandboxPolicy(workspace=str(ws)), backend=backend)
         assert res.exit_code == 0, res.stderr
