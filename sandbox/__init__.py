@@ -14,6 +14,7 @@ _EXPORTS = {
     "run": "sandbox.execute",
     "arun": "sandbox.aio",
     "open_process": "sandbox.aio",
+    "Session": "sandbox.session",
     "Result": "sandbox.result",
     "Denial": "sandbox.result",
     "SandboxSetupError": "sandbox.backends.base",

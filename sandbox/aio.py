@@ -338,8 +338,14 @@ async def arun(
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the command stopped reading, or ended
 
-    async with trio.open_nursery() as nursery:
-        if stdin is not None:
-            nursery.start_soon(feed, stdin)
-        result = await proc.wait()
+    try:
+        async with trio.open_nursery() as nursery:
+            if stdin is not None:
+                nursery.start_soon(feed, stdin)
+            result = await proc.wait()
+    except BaseExceptionGroup as group:
+        # Newer trio always groups; callers of a plain function expect the error itself.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     return result

@@ -35,7 +35,7 @@ from typing import IO
 from policies.env import build_env
 from policies.host import HostFacts
 from policies.model import SandboxPolicy
-from policies.resolve import ResolvedPolicy, programs_in_tmp, resolve
+from policies.resolve import ResolvedPolicy, resolve
 from sandbox.backends import choose
 from sandbox.backends.base import Launch, SandboxSetupError
 from sandbox.cgroup import RunCgroup, create
@@ -166,10 +166,6 @@ def prepare(
         raise SandboxSetupError("cannot run under this policy:\n  " + "\n  ".join(rp.problems))
     chosen, protections = choose(rp, host, backend)
     child_env = build_env(policy, os.environ if env is None else env, tmpdir="/tmp")
-    if policy.confined:
-        show = programs_in_tmp(argv[0], child_env, rp.cwd)
-        if show:
-            rp = dataclasses.replace(rp, show=show)
     cgroup, warnings = create(host.cgroup, policy.limits)
     try:
         plan = child_limits(policy.limits, host, cgroup)

@@ -9,6 +9,7 @@ processes themselves.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -37,6 +38,16 @@ PROTECTIONS = (
     "tree-kill",  # every descendant dies on timeout
     "limits",  # pids / memory / file size
 )
+
+
+def show_programs(rp: ResolvedPolicy, argv: list[str], env: dict[str, str]) -> ResolvedPolicy:
+    """`rp` plus the host /tmp entries holding the command's program (see policies.resolve.programs_in_tmp)."""
+    if not rp.policy.confined or not argv:
+        return rp
+    from policies.resolve import programs_in_tmp
+
+    extra = [p for p in programs_in_tmp(argv[0], env, rp.cwd) if p not in rp.show]
+    return dataclasses.replace(rp, show=(*rp.show, *extra)) if extra else rp
 
 
 def missing(reason: str) -> str:

@@ -42,6 +42,7 @@ from sandbox.backends.base import (
     Launch,
     SandboxSetupError,
     missing,
+    show_programs,
 )
 from sandbox.stubs import StubLease, new_lease
 from sandbox.unix_sockets import host_unix_sockets
@@ -245,6 +246,7 @@ class BwrapBackend(Backend):
             raise SandboxSetupError(f"bwrap backend unavailable: {reason}")
         if rp.problems:
             raise SandboxSetupError("refusing to run: " + "; ".join(rp.problems))
+        rp = show_programs(rp, argv, env)
         links = unpinnable(rp)
         if links:
             raise SandboxSetupError(

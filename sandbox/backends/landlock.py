@@ -46,6 +46,7 @@ from sandbox.backends.base import (
     Launch,
     SandboxSetupError,
     missing,
+    show_programs,
 )
 from sandbox.mount_aliases import aliases
 
@@ -323,6 +324,7 @@ class LandlockBackend(Backend):
         policy = rp.policy
         if not policy.confined:
             raise SandboxSetupError("the landlock backend confines; full-access runs use the 'none' backend")
+        rp = show_programs(rp, argv, env)
         reason = self.unavailable(host)
         if reason:
             raise SandboxSetupError(f"landlock backend unavailable: {reason}")
