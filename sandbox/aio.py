@@ -142,7 +142,7 @@ class SandboxedProcess:
             await self._abort()
             raise
         if self._error is not None:
-            raise self._error
+            raise _unwrap(self._error)
         assert self._result is not None
         return self._result
 
@@ -344,8 +344,12 @@ async def arun(
                 nursery.start_soon(feed, stdin)
             result = await proc.wait()
     except BaseExceptionGroup as group:
-        # Newer trio always groups; callers of a plain function expect the error itself.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        raise _unwrap(group) from None
     return result
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The error itself: newer trio wraps even a lone nursery error in a group."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -53,7 +53,10 @@ class Box:
         policy = policy or SandboxPolicy(workspace=str(self.ws))
         rp = resolve(policy, self.host)
         assert not rp.problems, rp.problems
-        env = build_env(policy, {**os.environ, "HOME": str(self.home)})
+        # The tests call the venv's python by path inside scripts: keep its directory on PATH so
+        # the private /tmp still shows it when the checkout lives under /tmp.
+        path = f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"
+        env = build_env(policy, {**os.environ, "HOME": str(self.home), "PATH": path})
         for _attempt in range(3):
             launch = BwrapBackend().launch(rp, self.host, argv, env)
             try:
