@@ -138,6 +138,11 @@ def plain_mounts(key: tuple[object, ...], *, carve: bool,
     with _LOCK:
         if full in _PROBED:
             return _PROBED[full]
+    cached = _read_probe_cache(full)
+    if cached is not None:
+        with _LOCK:
+            _PROBED[full] = cached
+        return cached
     plain: set[int] = set()
     found: frozenset[int] | None = None
     for _ in range(MAX_PROBES):
@@ -155,7 +160,49 @@ def plain_mounts(key: tuple[object, ...], *, carve: bool,
         plain.add(item.mount_id)
     with _LOCK:
         _PROBED[full] = found
+    if found is not None:
+        _write_probe_cache(full, found)
     return found
+
+
+# A cold `stockade run` would otherwise pay a throw-away bwrap spawn (~10 ms) for
+# the probe. The answer is kept next to the host facts, keyed by the exact key and
+# mount table text (compared whole); that directory is protected inside writable roots.
+def _probe_cache_file(full: tuple[object, ...]) -> tuple[str, str]:
+    import zlib
+
+    from policies.resolve import state_dirs
+
+    text = repr(full)
+    return os.path.join(state_dirs()[0], f"hostview-{zlib.crc32(text.encode()):08x}.json"), text
+
+
+def _read_probe_cache(full: tuple[object, ...]) -> frozenset[int] | None:
+    import json
+
+    path, text = _probe_cache_file(full)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if data.get("key") == text:
+            return frozenset(int(i) for i in data["plain"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _write_probe_cache(full: tuple[object, ...], found: frozenset[int]) -> None:
+    import json
+
+    path, text = _probe_cache_file(full)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"key": text, "plain": sorted(found)}, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 _FAILED_AT = re.compile(r" on (/newroot)?(/\S*)")
