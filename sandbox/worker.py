@@ -159,6 +159,14 @@ def _path(msg: dict[str, Any], key: str = "path") -> str:
     return value
 
 
+def _abs_path(msg: dict[str, Any], key: str = "path") -> str:
+    """File operations take absolute paths only: the worker's cwd follows the last command spawned."""
+    value = _path(msg, key)
+    if not value.startswith("/"):
+        raise BadRequest(f"{key}: must be absolute")
+    return value
+
+
 def _blob(msg: dict[str, Any], key: str) -> bytes:
     try:
         return base64.b64decode(_field(msg, key, str), validate=True)
@@ -188,7 +196,7 @@ def _os_failed(path: str, exc: OSError) -> OpFailed:
 # -- file operations (run on a thread; the kernel enforces the policy on every call) --------------------
 
 def op_read_file(msg: dict[str, Any]) -> dict[str, Any]:
-    path = _path(msg)
+    path = _abs_path(msg)
     limit = _count(msg, "max_bytes", MAX_READ, MAX_READ)
     try:
         # O_NONBLOCK: opening a FIFO must not hang the worker; anything but a regular file is refused.
@@ -218,7 +226,7 @@ def op_read_file(msg: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_list_dir(msg: dict[str, Any]) -> dict[str, Any]:
-    path = _path(msg)
+    path = _abs_path(msg)
     limit = _count(msg, "max_entries", MAX_ENTRIES, MAX_ENTRIES)
     entries: list[dict[str, Any]] = []
     truncated = False
@@ -245,10 +253,11 @@ def op_list_dir(msg: dict[str, Any]) -> dict[str, Any]:
 
 def op_search(msg: dict[str, Any]) -> dict[str, Any]:
     """A small grep: regex per line over the files under `path` whose name matches `glob`."""
-    path = _path(msg)
+    path = _abs_path(msg)
     pattern = _field(msg, "pattern", str)
     glob = _field(msg, "glob", str, optional=True)
     limit = _count(msg, "max_results", 500, MAX_MATCHES)
+    budget = time.monotonic() + _count(msg, "max_seconds", 30, 600)  # a search of / must end somewhere
     flags = re.IGNORECASE if msg.get("ignore_case") is True else 0
     try:
         regex = re.compile(pattern.encode("utf-8", "surrogateescape"), flags | re.MULTILINE)
@@ -313,7 +322,7 @@ def op_search(msg: dict[str, Any]) -> dict[str, Any]:
             for name in sorted(files):
                 if glob and not fnmatch.fnmatch(name, glob):
                     continue
-                if not scan(os.path.join(root, name)):
+                if not scan(os.path.join(root, name)) or time.monotonic() > budget:
                     truncated = True
                     break
             if truncated:
@@ -359,9 +368,7 @@ def _parse_edits(msg: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     for i, edit in enumerate(edits):
         if not isinstance(edit, dict):
             raise BadRequest(f"edits[{i}]: expected an object")
-        path = _path(edit)
-        if not os.path.isabs(path):
-            raise BadRequest(f"edits[{i}].path: must be absolute")
+        path = _abs_path(edit)
         if "content" in edit:
             parsed.append((os.path.normpath(path), "write", {"content": _blob(edit, "content")}))
         elif "old" in edit:
@@ -509,9 +516,7 @@ def _umask() -> int:
 
 
 def op_write_file(msg: dict[str, Any]) -> dict[str, Any]:
-    path = _path(msg)
-    if not os.path.isabs(path):
-        raise BadRequest("path: must be absolute")
+    path = _abs_path(msg)
     data = _blob(msg, "data")
     op_apply_edits({"edits": [{"path": path, "content": msg["data"]}], "parents": msg.get("parents") is True})
     return {"written": len(data)}
@@ -766,9 +771,8 @@ class Worker:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 usable = len(payload) - len(payload) % 4
                 chan.fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
-        if flags & _CTRUNC:
-            chan.send({"id": None, "ok": False, "error": {"kind": "bad-request",
-                                                         "message": "too many fds in one message"}})
+        if flags & _CTRUNC:  # fds were lost: which request they belonged to cannot be told any more
+            self._error(chan, None, "bad-request", "too many fds in one message")
             self._drop(chan)
             return
         if not data:
@@ -800,9 +804,17 @@ class Worker:
         if chan.control:
             self.stopping = True
 
+    def _error(self, chan: Channel, rid: int | None, kind: str, message: str) -> None:
+        """Answer a refused request. Never on the control socket: the host does not read it after the hello."""
+        if chan.control:
+            sys.stderr.write(f"stockade worker: control request refused ({kind}): {message}\n")
+            sys.stderr.flush()
+        else:
+            chan.send({"id": rid, "ok": False, "error": {"kind": kind, "message": message}})
+
     def _dispatch(self, chan: Channel, msg: Any) -> None:
         if isinstance(msg, FrameError):
-            chan.send({"id": None, "ok": False, "error": {"kind": "bad-frame", "message": msg.message}})
+            self._error(chan, None, "bad-frame", msg.message)
             return
         rid = msg.get("id") if isinstance(msg, dict) else None
         if not isinstance(rid, int) or isinstance(rid, bool):
@@ -834,8 +846,8 @@ class Worker:
             if chan.busy is not None:
                 raise BadRequest("channel busy: one request at a time")
             if op == "run":
-                self._run(chan, rid, msg, fds)
-                fds = []
+                taken, fds = fds, []  # _run owns (and closes) them now
+                self._run(chan, rid, msg, taken)
             elif op == "ping":
                 chan.send({"id": rid, "ok": True, "pid": self.pid, "active": len(self.active)})
             elif op in FILE_OPS:
@@ -844,9 +856,9 @@ class Worker:
             else:
                 raise BadRequest(f"unknown op {op!r}")
         except BadRequest as exc:
-            chan.send({"id": rid, "ok": False, "error": {"kind": "bad-request", "message": str(exc)}})
+            self._error(chan, rid, "bad-request", str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug must not take the session down
-            chan.send({"id": rid, "ok": False, "error": {"kind": "internal", "message": repr(exc)}})
+            self._error(chan, rid, "internal", repr(exc))
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
