@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from policies.compile.hostview import unescape_field
+
 MOUNTINFO = "/proc/self/mountinfo"
 
 
@@ -24,28 +26,12 @@ class MountEntry:
     mountpoint: str
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1:i + 4]
-        if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str) -> list[MountEntry]:
     entries = []
     for line in text.splitlines():
         fields = line.split(" ")
         if len(fields) >= 5:
-            entries.append(MountEntry(fields[2], _unescape(fields[3]), _unescape(fields[4])))
+            entries.append(MountEntry(fields[2], unescape_field(fields[3]), unescape_field(fields[4])))
     return entries
 
 

@@ -313,13 +313,13 @@ def parse_mountinfo(text: str) -> list[HostMount]:
         if len(fields) < sep + 3 or not fields[0].isdigit() or not fields[1].isdigit():
             continue
         out.append(HostMount(
-            mount_id=int(fields[0]), parent_id=int(fields[1]), mountpoint=_unescape(fields[4]),
+            mount_id=int(fields[0]), parent_id=int(fields[1]), mountpoint=unescape_field(fields[4]),
             fstype=fields[sep + 1], options=tuple(fields[5].split(",")),
             super_ro="ro" in fields[sep + 3].split(",") if len(fields) > sep + 3 else False))
     return out
 
 
-def _unescape(field: str) -> str:
+def unescape_field(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as \\ooo."""
     if "\\" not in field:
         return field
