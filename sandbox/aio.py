@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import outcome
 import trio
@@ -163,22 +163,6 @@ class SandboxedProcess:
                 await trio.sleep(POLL_SECONDS)
         self._exited = True
 
-    async def _read(self, name: str, fd: int, capture: Capture, done: _Countdown) -> None:
-        stream = trio.lowlevel.FdStream(fd)
-        try:
-            while chunk := await stream.receive_some(READ_CHUNK):
-                capture.add(chunk)
-                if self._on_output is not None:
-                    self._on_output(name, chunk)
-                if self._stream:
-                    try:
-                        self._send.send_nowait((name, chunk))
-                    except trio.WouldBlock:
-                        self._unstreamed += len(chunk)
-        finally:
-            stream.close()
-            done.tick()
-
     async def _supervise(self) -> None:
         """The system task: pump, time out, drain, kill leftovers, reap, clean up. Raises only Cancelled."""
         sp, prep = self._sp, self._prep
@@ -187,8 +171,8 @@ class SandboxedProcess:
         timed_out = False
         try:
             async with trio.open_nursery() as pipes:
-                pipes.start_soon(self._read, "stdout", sp.stdout, out, eof)
-                pipes.start_soon(self._read, "stderr", sp.stderr, err, eof)
+                pipes.start_soon(pump_output, self, "stdout", sp.stdout, out, eof)
+                pipes.start_soon(pump_output, self, "stderr", sp.stderr, err, eof)
                 sp.stdout = sp.stderr = None  # the readers own them now
                 if prep.timeout is None:
                     deadline = math.inf
@@ -236,6 +220,34 @@ class SandboxedProcess:
         kill_tree(self._sp, self._prep.cgroup, descendants=not self._exited)
         if not self._sp.reaped:
             reap(self._sp)  # SIGKILLed: returns at once
+
+
+class _Pumped(Protocol):
+    """What `pump_output` feeds: a process of `sandbox.aio` or of a `sandbox.session.Session`."""
+
+    _on_output: OutputCallback | None
+    _stream: bool  # queue chunks for output()
+    _send: trio.MemorySendChannel[tuple[str, bytes]]
+    _unstreamed: int  # bytes left out of output() because nobody read them in time
+
+
+async def pump_output(proc: _Pumped, name: str, fd: int, capture: Capture, done: _Countdown) -> None:
+    """Read one output pipe to EOF (then close it): into `capture`, to the process's on_output callback,
+    and to its output() stream, never waiting for a slow reader there. `done` ticks at the end."""
+    stream = trio.lowlevel.FdStream(fd)
+    try:
+        while chunk := await stream.receive_some(READ_CHUNK):
+            capture.add(chunk)
+            if proc._on_output is not None:
+                proc._on_output(name, chunk)
+            if proc._stream:
+                try:
+                    proc._send.send_nowait((name, chunk))
+                except trio.WouldBlock:
+                    proc._unstreamed += len(chunk)
+    finally:
+        stream.close()
+        done.tick()
 
 
 class _Countdown:

@@ -1298,26 +1298,6 @@ class SessionProcess:
         with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_GRACE):
             await self._done.wait()
 
-    async def _read(self, name: str, fd: int, capture: Capture, eof: list[int], all_eof: trio.Event) -> None:
-        import trio
-
-        stream = trio.lowlevel.FdStream(fd)
-        try:
-            while chunk := await stream.receive_some(READ_CHUNK):
-                capture.add(chunk)
-                if self._on_output is not None:
-                    self._on_output(name, chunk)
-                if self._stream:
-                    try:
-                        self._send.send_nowait((name, chunk))
-                    except trio.WouldBlock:
-                        self._unstreamed += len(chunk)
-        finally:
-            stream.close()
-            eof[0] -= 1
-            if eof[0] == 0:
-                all_eof.set()
-
     async def _control(self) -> None:
         """Read the worker's reports until the exit (or refusal); a watchdog for a hung worker."""
         import trio
@@ -1351,13 +1331,15 @@ class SessionProcess:
         """The system task: pump, follow the reports, drain, build the Result. Raises only Cancelled."""
         import trio
 
+        from sandbox.aio import _Countdown, pump_output  # trio-only: not imported with the session
+
         run, w = self._run, self._w
         reusable = False
         try:
-            eof, all_eof = [2], trio.Event()
+            eof = _Countdown(2)
             async with trio.open_nursery() as pipes:
-                pipes.start_soon(self._read, "stdout", self._fds[0], run.out, eof, all_eof)
-                pipes.start_soon(self._read, "stderr", self._fds[1], run.err, eof, all_eof)
+                pipes.start_soon(pump_output, self, "stdout", self._fds[0], run.out, eof)
+                pipes.start_soon(pump_output, self, "stderr", self._fds[1], run.err, eof)
                 self._fds = []  # the readers own them now
                 try:
                     await self._control()
@@ -1366,7 +1348,7 @@ class SessionProcess:
                 if self._stdin is not None:
                     await self._stdin.aclose()
                 with trio.move_on_after(0 if self._aborting else DRAIN_SECONDS):
-                    await all_eof.wait()
+                    await eof.wait()
                 pipes.cancel_scope.cancel()  # abandon pipes a leftover still holds
             reusable = True
             if self.failed is not None:

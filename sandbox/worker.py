@@ -82,6 +82,13 @@ class FrameError:
         self.message = message
 
 
+_decode = json.JSONDecoder().decode  # of str: json.loads sniffs the encoding of bytes first
+
+
+def _loads(body: bytes) -> Any:
+    return _decode(body.decode())  # UnicodeDecodeError is a ValueError, as for json.loads
+
+
 def encode(msg: dict[str, Any]) -> bytes:
     body = json.dumps(msg, separators=(",", ":")).encode()
     if len(body) > MAX_FRAME:
@@ -101,7 +108,7 @@ class FrameReader:
         if not self.buf and not self.skip and len(data) > HEADER.size and \
                 HEADER.unpack_from(data)[0] == len(data) - HEADER.size:
             try:  # the usual case: exactly one whole frame
-                return [json.loads(data[HEADER.size:])]
+                return [_loads(data[HEADER.size:])]
             except ValueError as exc:
                 return [FrameError(f"undecodable frame: {exc}")]
         out: list[Any] = []
@@ -124,7 +131,7 @@ class FrameReader:
             body = bytes(self.buf[HEADER.size:HEADER.size + size])
             del self.buf[:HEADER.size + size]
             try:
-                out.append(json.loads(body))
+                out.append(_loads(body))
             except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError
                 out.append(FrameError(f"undecodable frame: {exc}"))
         return out
@@ -686,6 +693,7 @@ class Worker:
         self.channels: dict[int, Channel] = {}
         self.by_pidfd: dict[int, Command] = {}
         self.active: dict[int, Command] = {}  # pid -> command
+        self.timed = 0  # active commands with a deadline
         self.polled: list[Command] = []  # no pidfd: exit polled with waitid
         self.reap_later: set[int] = set()
         self._sweep_due: float | None = None  # when idle, leftovers are swept at this time
@@ -726,10 +734,13 @@ class Worker:
                 cmd = self.by_pidfd.get(fd)
                 if cmd is not None:
                     self._exited(cmd)
-            self._timers()
+            if self.timed or self.polled or self.reap_later or self._sweep_due is not None:
+                self._timers()
         self.shutdown()
 
     def _wait(self) -> float:
+        if not (self.timed or self.polled or self.reap_later or self._sweep_due is not None):
+            return -1  # the usual case between commands without a timeout: nothing to wake for
         now = time.monotonic()
         wakeups = [c.deadline for c in self.active.values() if c.deadline is not None and not c.timed_out]
         if self.polled:
@@ -924,6 +935,8 @@ class Worker:
         cmd = Command(rid, chan, pid, timeout)
         chan.busy = cmd
         self.active[cmd.pid] = cmd
+        if cmd.deadline is not None:
+            self.timed += 1
         self._sweep_due = None
         try:
             cmd.pidfd = os.pidfd_open(cmd.pid)
@@ -936,13 +949,8 @@ class Worker:
             chan.send({"id": rid, "ev": "started", "pid": cmd.pid})
 
     def _exited(self, cmd: Command) -> None:
-        """The main process exited: kill what is left of its group, reap it, report."""
-        if cmd.pidfd is not None:
-            del self.by_pidfd[cmd.pidfd]
-            with contextlib.suppress(OSError):
-                self.ep.unregister(cmd.pidfd)
-            os.close(cmd.pidfd)
-            cmd.pidfd = None
+        """The main process exited: kill what is left of its group, reap it, report; then tidy up
+        (the host waits for the report: nothing else comes before it)."""
         _signal(cmd.pid, signal.SIGKILL, group=True)  # the zombie keeps the group id from being reused
         try:
             _, status, ru = os.wait4(cmd.pid, 0)
@@ -950,6 +958,8 @@ class Worker:
             status, ru = 255 << 8, None
         duration = time.monotonic() - cmd.started
         del self.active[cmd.pid]
+        if cmd.deadline is not None:
+            self.timed -= 1
         chan = cmd.chan
         # Spelled out: json.dumps costs more than the rest of the report (every field is a number or bool).
         chan.send_raw(
@@ -961,6 +971,12 @@ class Worker:
             chan.busy = None
             if chan.dropped:
                 chan.sock.close()
+        if cmd.pidfd is not None:
+            del self.by_pidfd[cmd.pidfd]
+            with contextlib.suppress(OSError):
+                self.ep.unregister(cmd.pidfd)
+            os.close(cmd.pidfd)
+            cmd.pidfd = None
         if not self.active:
             self._sweep_due = time.monotonic() + IDLE_SWEEP
 
