@@ -6,7 +6,9 @@ callers who build a SandboxPolicy by hand never pay for TOML/config imports.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 _EXPORTS = {
     "EnvPolicy": "policies.model",

@@ -17,10 +17,8 @@ Every error names the file, the key and the reason, as one line.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from policies.model import (
     EnvInherit,
@@ -32,6 +30,10 @@ from policies.model import (
     SandboxPolicy,
     TmpMode,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 DEFAULT_PROFILE = "workspace-write"
@@ -169,18 +171,65 @@ def read_toml(path: Path) -> dict[str, Any]:
     source = str(path)
     try:
         with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+            text = fh.read()
+        raw = _parse_toml(text)
     except FileNotFoundError:
         raise PolicyError(source, "", "file not found") from None
     except IsADirectoryError:
         raise PolicyError(source, "", "is a directory, expected a TOML file") from None
     except PermissionError:
         raise PolicyError(source, "", "permission denied") from None
-    except tomllib.TOMLDecodeError as exc:
+    except _TomlError as exc:
         raise PolicyError(source, "", f"invalid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise PolicyError(source, "", "not UTF-8 text") from None
     return _check(source, raw, _SCHEMA)
+
+
+class _TomlError(ValueError):
+    """tomllib.TOMLDecodeError, same message (tomllib itself is imported only on a parse)."""
+
+
+# Every `stockade run` reads a profile, and importing tomllib (with typing, re,
+# datetime) costs more than parsing it. Parsed files are kept as JSON next to
+# the host-facts cache (a protected path, like the seccomp cache), keyed by the
+# file's full bytes, compared exactly: an edited file is parsed again.
+_TOML_MAGIC = "stockade-toml-1"
+
+
+def _parse_toml(text: bytes) -> dict[str, Any]:
+    import json
+    import zlib
+
+    from policies.resolve import state_dirs
+
+    cache = os.path.join(state_dirs()[0], f"toml-{zlib.crc32(text):08x}-{len(text)}.json")
+    try:
+        with open(cache, "rb") as fh:
+            magic, source, parsed = json.loads(fh.read())
+        if magic == _TOML_MAGIC and source.encode("utf-8", "surrogateescape") == text and isinstance(parsed, dict):
+            return parsed
+    except (OSError, ValueError, TypeError):
+        pass
+    import tomllib
+
+    try:
+        parsed = tomllib.loads(text.decode())  # what tomllib.load does with a binary file
+    except tomllib.TOMLDecodeError as exc:
+        raise _TomlError(str(exc)) from None
+    try:
+        blob = json.dumps([_TOML_MAGIC, text.decode(), parsed], allow_nan=True)
+    except (TypeError, ValueError):
+        return parsed  # dates and times have no JSON form: not cached
+    try:
+        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(blob)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a cache: failing to write it only costs the next cold start
+    return parsed
 
 
 # ---------------------------------------------------------------- profiles
@@ -288,7 +337,8 @@ def build_policy(
         if not trusted:
             _only_tightens(before, after, str(ppath))
         data = merged
-    policy = _to_policy(data, workspace, "--policy")
+    # Without a project file, `data` is what `before` was built from: do not convert it twice.
+    policy = _to_policy(data, workspace, "--policy") if project else before
     return apply_overrides(policy, ov)
 
 

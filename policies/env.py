@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from policies.model import EnvInherit, EnvPolicy, NetworkMode, SandboxPolicy
 
@@ -15,7 +14,43 @@ FIXED = {"NO_COLOR": "1", "PAGER": "cat", "GIT_PAGER": "cat", "STOCKADE_SANDBOX"
 
 def is_secret_name(name: str, patterns: tuple[str, ...]) -> bool:
     upper = name.upper()
-    return any(fnmatch.fnmatchcase(upper, p.upper()) for p in patterns)
+    return any(_matcher(p)(upper) for p in patterns)
+
+
+_MATCHERS: dict[str, Callable[[str], bool]] = {}
+
+
+def _matcher(pattern: str) -> Callable[[str], bool]:
+    """`fnmatch.fnmatchcase(name, pattern.upper())` for an upper-cased name.
+
+    The usual globs (`*KEY*`, `AWS_*`, `*_TOKEN`, exact names) are plain string
+    tests; anything else (`?`, `[...]`, an inner `*`) goes to fnmatch, whose
+    regex compile costs more than the whole environment filter otherwise.
+    """
+    found = _MATCHERS.get(pattern)
+    if found is not None:
+        return found
+    glob = pattern.upper()
+    core = glob.strip("*")
+    if "?" in glob or "[" in glob or "*" in core:
+        import fnmatch
+
+        def found(name: str) -> bool:
+            return fnmatch.fnmatchcase(name, glob)
+    elif glob.startswith("*") and glob.endswith("*"):
+        def found(name: str) -> bool:
+            return core in name
+    elif glob.startswith("*"):
+        def found(name: str) -> bool:
+            return name.endswith(core)
+    elif glob.endswith("*"):
+        def found(name: str) -> bool:
+            return name.startswith(core)
+    else:
+        def found(name: str) -> bool:
+            return name == core
+    _MATCHERS[pattern] = found
+    return found
 
 
 def build_env(

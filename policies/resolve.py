@@ -84,7 +84,7 @@ def _kind(path: str) -> str:
 def state_dirs() -> tuple[str, str]:
     """stockade's own cache and config directories (XDG-aware).
 
-    The cache holds host facts and compiled seccomp filters, the config the
+    The cache holds host facts, compiled seccomp filters and parsed policy files, the config the
     user's policy: a command that could write either would weaken the next
     run, so whenever a writable root contains them they are protected.
     """

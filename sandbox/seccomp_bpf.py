@@ -15,11 +15,9 @@ cached per plan (plans are frozen and hashable). Loading in the child uses a
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import os
-import platform
 
 from policies.compile.seccomp import GE, MASKED_EQ, SeccompPlan
 
@@ -35,7 +33,7 @@ class SeccompBuildError(RuntimeError):
 
 
 def _filter(plan: SeccompPlan):  # type: ignore[no-untyped-def]  # pyseccomp has no stubs
-    machine = platform.machine()
+    machine = os.uname().machine
     if _NATIVE.get(plan.arch, plan.arch) != _NATIVE.get(machine, machine):
         raise SeccompBuildError(f"seccomp plan is for {plan.arch}, this machine is {machine}")
     try:
@@ -79,6 +77,13 @@ def bpf_bytes(plan: SeccompPlan) -> bytes:
     distinct plan, and hashing a plan of ~140 rules costs more than a spawn's
     worth of syscalls.
     """
+    data = _bytes(plan)
+    prepare(data)
+    return data
+
+
+def _bytes(plan: SeccompPlan) -> bytes:
+    """`bpf_bytes` without the child loader: bwrap loads the filter itself (and ctypes stays unimported)."""
     hit = _BY_ID.get(id(plan))
     if hit is not None and hit[0] is plan:
         return hit[1]
@@ -96,7 +101,6 @@ def _build(plan: SeccompPlan) -> bytes:
         if not data or len(data) % 8 or len(data) // 8 > BPF_MAXINSNS:
             raise SeccompBuildError(f"libseccomp produced an unusable filter ({len(data)} bytes)")
         _write_cached(key, data)
-    prepare(data)
     return data
 
 
@@ -153,7 +157,7 @@ def bpf_fd(plan: SeccompPlan) -> int:
 
     Pass it with `pass_fds`, which makes it inheritable in the child only.
     """
-    data = bpf_bytes(plan)
+    data = _bytes(plan)
     fd = os.memfd_create("stockade-seccomp", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         view = memoryview(data)
@@ -170,31 +174,43 @@ def bpf_fd(plan: SeccompPlan) -> int:
     return fd
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+@functools.cache
+def _sock_fprog():  # type: ignore[no-untyped-def]
+    import ctypes  # lazily: only a filter loaded by stockade itself (not bwrap) needs it
+
+    class _SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    return _SockFprog
 
 
 class PreparedFilter:
     """A `sock_fprog` and the libc `prctl` resolved in the parent, so loading after fork is one call."""
 
-    __slots__ = ("_buf", "_prctl", "_prog")
+    __slots__ = ("_buf", "_errno", "_prctl", "_prog", "_ref")
 
     def __init__(self, bpf: bytes) -> None:
         if not bpf or len(bpf) % 8 or len(bpf) // 8 > BPF_MAXINSNS:
             raise ValueError(f"not a cBPF program ({len(bpf)} bytes)")
+        import ctypes
+
         self._buf = ctypes.create_string_buffer(bpf, len(bpf))
-        self._prog = _SockFprog(len(bpf) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
+        self._prog = _sock_fprog()(len(bpf) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
         self._prctl = _libc().prctl
+        self._ref = ctypes.byref(self._prog)
+        self._errno = ctypes.get_errno  # nothing to import after fork
 
     def load(self) -> int:
         """Install the filter on the calling thread. 0, or the errno. Needs NO_NEW_PRIVS or CAP_SYS_ADMIN."""
-        if self._prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self._prog), 0, 0) != 0:
-            return ctypes.get_errno() or errno.EINVAL
+        if self._prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self._ref, 0, 0) != 0:
+            return self._errno() or errno.EINVAL
         return 0
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
+def _libc():  # type: ignore[no-untyped-def]  # -> ctypes.CDLL
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl.restype = ctypes.c_int
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]

@@ -47,9 +47,21 @@ def _ensure_registry(path: str) -> None:
 
 
 def _key(path: str) -> str:
+    """The registry file name for `path`: distinct paths always get distinct names.
+
+    Usually the path itself, escaped (`%` -> `%25`, `/` -> `%2F`: injective, and
+    no hashing on the cold path); a path too long for one file name gets a
+    sha256 instead. The two forms cannot meet: only the first starts with `p-`.
+    """
+    escaped = path.replace("%", "%25").replace("/", "%2F")
+    if len(escaped.encode("utf-8", "surrogateescape")) <= _MAX_ESCAPED:
+        return "p-" + escaped
     import hashlib  # lazily: ~2 ms of the cold start otherwise
 
     return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+_MAX_ESCAPED = 200  # + "p-" + ".users" stays well under NAME_MAX (255)
 
 
 Ident = tuple[int, int, int]

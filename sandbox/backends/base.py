@@ -12,10 +12,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from policies.host import HostFacts
 from policies.resolve import ResolvedPolicy
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 class SandboxSetupError(Exception):

@@ -21,10 +21,8 @@ import importlib
 import importlib.util
 import os
 import pwd
-import shutil
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -120,6 +118,8 @@ def private_dev_nodes(uid: int) -> str:
     except KeyError:
         nobody = 65534
     if not _dev_nodes_ok(final, uid, nobody):
+        import tempfile  # lazily: only when the node copies have to be (re)made
+
         tmp = tempfile.mkdtemp(prefix=".dev-", dir=parent)
         try:
             os.chmod(tmp, 0o755)
@@ -129,6 +129,8 @@ def private_dev_nodes(uid: int) -> str:
                 os.chown(dest, nobody, nobody)
                 os.chmod(dest, 0o666)
             if os.path.isdir(final) and not os.path.islink(final):
+                import shutil
+
                 shutil.rmtree(final)  # a stale or tampered copy
             elif os.path.lexists(final):
                 os.unlink(final)
