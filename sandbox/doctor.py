@@ -10,6 +10,7 @@ from policies.resolve import resolve
 from sandbox.backends import LADDER, choose, get_backend
 from sandbox.backends.base import SandboxSetupError
 from sandbox.detect import host_facts
+from sandbox.limits import limits_protection
 
 
 def doctor_report(refresh: bool = False, workspace: str | None = None) -> dict[str, object]:
@@ -25,7 +26,7 @@ def doctor_report(refresh: bool = False, workspace: str | None = None) -> dict[s
         entry: dict[str, object] = {}
         try:
             backend, prot = choose(rp, host, "auto")
-            entry = {"backend": backend.name, "protections": prot}
+            entry = {"backend": backend.name, "protections": {**prot, "limits": limits_protection(host)}}
         except SandboxSetupError as exc:
             entry = {"backend": None, "error": str(exc)}
         for name in LADDER:

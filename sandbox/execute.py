@@ -39,7 +39,7 @@ from sandbox.backends import choose
 from sandbox.backends.base import Launch, SandboxSetupError
 from sandbox.cgroup import RunCgroup, create
 from sandbox.detect import host_facts
-from sandbox.limits import child_limits, make_preexec
+from sandbox.limits import child_limits, limits_protection, make_preexec
 from sandbox.result import Denial, Result
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~3 ms of every cold start)
@@ -191,7 +191,7 @@ def prepare(
         policy=policy,
         launch=launch,
         backend=chosen.name,
-        protections={**protections, **launch.protections},
+        protections={**protections, **launch.protections, "limits": limits_protection(host)},
         timeout=policy.limits.timeout if timeout is None else timeout,
         cgroup=cgroup,
         warnings=warnings,

@@ -128,3 +128,13 @@ def make_preexec(plan: ChildLimits) -> Callable[[], None]:
             prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     return apply_limits
+
+
+def limits_protection(host: HostFacts) -> str:
+    """How `limits` are enforced on this host, for `Result.protections` and `stockade doctor`."""
+    if host.cgroup:
+        return f"enforced: pids and memory by a per-run cgroup ({host.cgroup}), file size and CPU by rlimits"
+    if host.is_root:
+        return ("best-effort: rlimits only; a root caller is exempt from RLIMIT_NPROC, "
+                "so the pids limit is not enforced without a cgroup")
+    return "enforced: rlimits (processes, address space, file size, CPU)"

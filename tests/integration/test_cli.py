@@ -124,3 +124,8 @@ def test_doctor() -> None:
     assert b"landlock ABI" in res.stdout and b"auto would use" in res.stdout
     data = json.loads(stockade("doctor", "--json").stdout)
     assert data["ok"] is True and data["auto"]["workspace-write"]["backend"]
+
+
+def test_json_reports_how_limits_are_enforced(tmp_path: Path) -> None:
+    data = json.loads(stockade("run", "--json", "--cwd", str(tmp_path), "--", "true").stdout)
+    assert data["protections"]["limits"].startswith(("enforced", "best-effort"))
