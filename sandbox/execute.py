@@ -356,7 +356,7 @@ def build_result(
         # bwrap failed before the command ran (a mount it could not make): nothing was executed.
         first = err_head.split(b"\n", 1)[0].decode("utf-8", "replace")
         denials.append(Denial("setup", "", "bwrap could not build the sandbox", first))
-    if prep.resolved is not None and prep.policy.confined and code != 0:
+    if prep.resolved is not None and prep.policy.confined:
         from sandbox.denials import find_denials
 
         denials.extend(find_denials(stderr.value() + b"\n" + stdout.value(), prep.resolved))

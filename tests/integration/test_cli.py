@@ -129,3 +129,10 @@ def test_doctor() -> None:
 def test_json_reports_how_limits_are_enforced(tmp_path: Path) -> None:
     data = json.loads(stockade("run", "--json", "--cwd", str(tmp_path), "--", "true").stdout)
     assert data["protections"]["limits"].startswith(("enforced", "best-effort"))
+
+
+def test_denial_hint_even_when_the_command_succeeds(tmp_path: Path) -> None:
+    res = stockade("run", "--cwd", str(tmp_path), "--", "sh", "-c", "echo x > /etc/stockade-hint-test; true")
+    assert res.returncode == 0
+    assert b"stockade: denied write /etc/stockade-hint-test (outside the writable roots)" in res.stderr
+    assert not os.path.exists("/etc/stockade-hint-test")
