@@ -38,7 +38,12 @@ def classify_path(path: str, rp: ResolvedPolicy, cwd: str) -> Denial | None:
     """The rule that forbids touching `path`, if any."""
     if not os.path.isabs(path):
         path = os.path.normpath(os.path.join(cwd, path))
-    real = os.path.realpath(path)
+    if path.startswith(("/proc/", "/sys/", "/dev/")):
+        return None
+    try:
+        real = os.path.realpath(path)
+    except OSError:  # e.g. /proc/1/root of a process we may not look into
+        real = path
     for d in rp.deny_read:
         if _under(path, d.path) or _under(real, d.path):
             return Denial("read", path, f"deny-read ({d.entry})")

@@ -359,7 +359,10 @@ def build_result(
     if prep.resolved is not None and prep.policy.confined:
         from sandbox.denials import find_denials
 
-        denials.extend(find_denials(stderr.value() + b"\n" + stdout.value(), prep.resolved))
+        try:
+            denials.extend(find_denials(stderr.value() + b"\n" + stdout.value(), prep.resolved))
+        except Exception as exc:  # noqa: BLE001 - explaining denials must never fail a run
+            prep.warnings.append(f"could not analyse the output for denials: {exc}")
     return Result(
         argv=list(prep.argv),
         exit_code=None if sig is not None else code,

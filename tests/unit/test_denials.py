@@ -64,3 +64,9 @@ def test_unquoted_relative_protected(tmp_path: Path) -> None:
     rp = rp_for(tmp_path)
     [d] = find_denials(b"sh: 1: cannot create .git/config: Read-only file system\n", rp)
     assert d.kind == "protected" and d.target == f"{tmp_path}/ws/.git/config"
+
+
+def test_unresolvable_paths_are_not_an_error(tmp_path: Path) -> None:
+    rp = rp_for(tmp_path)
+    out = b"cat: /proc/1/root/etc/shadow: Permission denied\nsh: cannot create /proc/1/cwd/x: Permission denied\n"
+    assert find_denials(out, rp) == []
