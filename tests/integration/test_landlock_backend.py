@@ -392,32 +392,24 @@ cli = socket.create_connection(("127.0.0.1", port), timeout=5); cli.sendall(b"pi
 def test_host_pathname_unix_socket_refused(box: Box) -> None:
     if not box.has_ns and box.host.landlock_abi < 9:
         pytest.skip("needs a mount namespace or Landlock ABI 9 (reported missing by protections())")
-    path = str(box.outside / "docker.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(4)
-    srv.settimeout(0.3)
-    try:
-        res = box.py(f"""
-import socket
-s = socket.socket(socket.AF_UNIX)
-try:
-    s.connect({path!r}); s.sendall(b"GET /containers/json"); print("connected")
-except OSError as e:
-    print("refused", e.errno)""")
-        with pytest.raises(OSError):
-            srv.accept()
-        assert "connected" not in res.stdout, res.stdout + res.stderr
-    finally:
-        srv.close()
+    res = _connect_from_inside(box, str(box.outside / "docker.sock"), b"GET /containers/json")
+    assert "connected" not in res.stdout, res.stdout + res.stderr
 
 
 def test_host_abstract_unix_socket_unreachable(box: Box) -> None:
     if not box.has_ns and box.host.landlock_abi < 6:
         pytest.skip("needs a network namespace or Landlock ABI 6")
-    name = f"\0stockade-test-{uuid.uuid4().hex}"
+    res = _connect_from_inside(box, f"\0stockade-test-{uuid.uuid4().hex}", b"x")
+    assert "refused" in res.stdout, res.stdout + res.stderr
+
+
+def _connect_from_inside(box: Box, address: str, payload: bytes):  # type: ignore[no-untyped-def]
+    """A host Unix listener at `address`; the sandboxed command tries to connect and send `payload`.
+
+    Fails the test if the host side accepted a connection; returns the command's result.
+    """
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(name)
+    srv.bind(address)
     srv.listen(4)
     srv.settimeout(0.3)
     try:
@@ -425,12 +417,12 @@ def test_host_abstract_unix_socket_unreachable(box: Box) -> None:
 import socket
 s = socket.socket(socket.AF_UNIX)
 try:
-    s.connect({name!r}); s.sendall(b"x"); print("connected")
+    s.connect({address!r}); s.sendall({payload!r}); print("connected")
 except OSError as e:
     print("refused", e.errno)""")
         with pytest.raises(OSError):
             srv.accept()
-        assert "refused" in res.stdout, res.stdout + res.stderr
+        return res
     finally:
         srv.close()
 
