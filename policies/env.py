@@ -11,6 +11,18 @@ CORE_VARS = ("PATH", "SHELL", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", 
 FALLBACK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FIXED = {"NO_COLOR": "1", "PAGER": "cat", "GIT_PAGER": "cat", "STOCKADE_SANDBOX": "1"}
 
+# network.mode = "allowlist": the relay (sandbox.proxy_relay) listens here inside the sandbox's own
+# network namespace, so the port is the same for every run and never clashes with the host's.
+PROXY_PORT = 3128
+PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
+NO_PROXY = "localhost,127.0.0.1,::1"
+PROXY_ENV = {
+    **{name: PROXY_URL for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                                    "all_proxy")},
+    "NO_PROXY": NO_PROXY,
+    "no_proxy": NO_PROXY,
+}
+
 
 def is_secret_name(name: str, patterns: tuple[str, ...]) -> bool:
     upper = name.upper()
@@ -83,6 +95,10 @@ def build_env(
         env["STOCKADE_POLICY"] = policy.mode.value
         if policy.network.mode is NetworkMode.OFF:
             env["STOCKADE_NETWORK_DISABLED"] = "1"
+        elif policy.network.mode is NetworkMode.ALLOWLIST:
+            # Convenience, not the boundary: the sandbox has no other way out, whatever a tool does
+            # with these (`--noproxy '*'` just fails).
+            env.update(PROXY_ENV)
     env.update(rules.set)
     if extra:
         env.update(extra)

@@ -33,7 +33,12 @@ RUN_OPTIONS: tuple[tuple[str, str | None, bool, str], ...] = (
      "Default: your config's `profile`, else workspace-write."),
     ("--cwd", "DIR", False, "Workspace and working directory (default: the current directory)."),
     ("--writable", "DIR", True, "Extra writable root (repeatable)."),
-    ("--network", "off|on", False, "Network access for the command (default: off)."),
+    ("--network", "off|on|allowlist", False,
+     "Network access for the command (default: off). allowlist: only the allowed domains, through a "
+     "filtering proxy (HTTP_PROXY/HTTPS_PROXY are set for the command)."),
+    ("--allow-domain", "DOMAIN", True,
+     "Allow this domain (`*.example.com`: its subdomains; `host:port`: that port only; default ports "
+     "80 and 443) through the proxy; implies --network allowlist (repeatable)."),
     ("--timeout", "SECONDS", False, "Wall timeout; the whole process tree is killed (exit 124)."),
     ("--backend", "auto|bwrap|landlock|none", False,
      "Enforcement backend; auto picks the strongest that gives every protection the policy needs."),
@@ -114,8 +119,8 @@ def _overrides(opts: dict[str, object]):  # -> policies.config.Overrides
         else:
             passthrough.append(name)
     network = opts.get("--network")
-    if network is not None and network not in ("off", "on"):
-        raise UsageError(f"--network: {network!r} is not one of off, on")
+    if network is not None and network not in ("off", "on", "allowlist"):
+        raise UsageError(f"--network: {network!r} is not one of off, on, allowlist")
     return Overrides(
         policy=opts.get("--policy"),  # type: ignore[arg-type]
         workspace=opts.get("--cwd"),  # type: ignore[arg-type]
@@ -124,6 +129,7 @@ def _overrides(opts: dict[str, object]):  # -> policies.config.Overrides
         timeout=timeout,
         env_passthrough=tuple(passthrough),
         env_set=tuple(sets),
+        allow_domains=tuple(str(d) for d in opts.get("--allow-domain", ())),  # type: ignore[union-attr]
     )
 
 

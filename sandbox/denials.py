@@ -63,6 +63,9 @@ def find_denials(output: bytes, rp: ResolvedPolicy, *, max_bytes: int = 256 * 10
     found: list[Denial] = []
     seen: set[tuple[str, str]] = set()
     network_off = rp.policy.network.mode is not NetworkMode.ON
+    # With an allowlist only the proxy leads out: a direct connection or lookup failing is the sandbox too.
+    net_rule = ("network allowlist: only through the proxy (HTTP_PROXY)"
+                if rp.policy.network.mode is NetworkMode.ALLOWLIST else "network is off")
     for line in text.splitlines():
         if len(found) >= _MAX_DENIALS:
             break
@@ -79,5 +82,5 @@ def find_denials(output: bytes, rp: ResolvedPolicy, *, max_bytes: int = 256 * 10
         elif network_off and any(e in line for e in _NET_ERRORS):
             if ("network", "") not in seen:
                 seen.add(("network", ""))
-                found.append(Denial("network", "", "network is off", line.strip()[:200]))
+                found.append(Denial("network", "", net_rule, line.strip()[:200]))
     return found

@@ -951,7 +951,7 @@ class Session:
                           stdout_truncated=out.truncated, stderr_truncated=err.truncated, stdout_total=out.total,
                           stderr_total=err.total, duration=float(ex.get("duration", 0.0)),
                           peak_rss_kb=ex.get("maxrss"), backend=self.backend, protections=dict(self.protections),
-                          warnings=w.prep.all_warnings())
+                          denials=self._proxy_denials(w), warnings=w.prep.all_warnings())
         prep = Prepared(argv=run.argv, policy=self.policy, launch=self._cmd_launch, backend=self.backend,
                         protections=self.protections, timeout=run.timeout, cgroup=None,
                         resolved=self._rp_for(run.cwd))
@@ -975,8 +975,15 @@ class Session:
             result.denials = [d for d in result.denials if d.kind != "setup"]
             if not result.ok:
                 result.denials.extend(self._limit_denials(w))
+        result.denials[:0] = self._proxy_denials(w)
         result.warnings.extend(w.prep.all_warnings())
         return result
+
+    def _proxy_denials(self, w: _Worker) -> list[Denial]:
+        """Requests the allowlist proxy refused since the last command finished (it is the session's:
+        under concurrency a refusal lands on whichever command finishes next)."""
+        proxy = w.prep.proxy
+        return proxy.take_denials() if proxy is not None else []
 
     def _limit_denials(self, w: _Worker) -> list[Denial]:
         """Limits hit since the last report (the cgroup is the session's: counted session-wide)."""

@@ -687,6 +687,10 @@ class Worker:
                 if int(name) > 2:
                     os.set_inheritable(int(name), False)
         self.pid = os.getpid()
+        # The network allowlist relay (sandbox.proxy_relay) forked us off before exec: our child, and the
+        # session's way out through the proxy for its whole life. Sweeps and tree kills spare it.
+        relay = os.environ.pop("STOCKADE_PROXY_RELAY_PID", "")
+        self.spared: set[int] = {int(relay)} if relay.isdigit() else set()
         self.ep = select.epoll()
         self.devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         self.control = Channel(socket.socket(fileno=control_fd), control=True)
@@ -987,7 +991,7 @@ class Worker:
         others = {pid for pid in self.active if pid != cmd.pid}
         for _ in range(10):
             table = proc_table()
-            mine = descendants(table, self.pid)
+            mine = descendants(table, self.pid) - self.spared
             targets = {cmd.pid} | descendants(table, cmd.pid)
             targets |= {p for p in mine if table[p][2] == cmd.pid or table[p][3] == cmd.pid}
             if not others:
@@ -1013,6 +1017,7 @@ class Worker:
         table = proc_table()
         mine = descendants(table, self.pid)
         if not everything:
+            mine -= self.spared
             for pid in self.active:
                 mine -= {pid} | descendants(table, pid)
         if not mine:

@@ -47,6 +47,10 @@ Decisions worth knowing:
   re-shown under a private /tmp) still gets /dev/null over each host socket
   found at launch (`hide_sockets`). Without a view (network on, or no
   overlayfs), `--ro-bind / /` as before.
+- Network allowlist: as off (a private network namespace), plus the
+  directory of the host's filtering proxy socket bound read-only at its own
+  path (`proxy_dir`), last, so nothing hides it: the single host socket the
+  sandbox can reach.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ PRIVATE_TMP_DIRS: tuple[str, ...] = ("/tmp", "/var/tmp")
 SHM_DIR = "/dev/shm"
 
 # Priorities for mounts on the same path: the later one wins.
-_VIEW, _TMP, _READ, _WRITE, _PROTECT, _DENY, _SOCKET = range(7)
+_VIEW, _TMP, _READ, _WRITE, _PROTECT, _DENY, _SOCKET, _PROXY = range(8)
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ def bwrap_argv(
     dev_nodes_dir: str | None = None,
     view: HostView | None = None,
     overlay_empty: str | None = None,
+    proxy_dir: str | None = None,
 ) -> list[str]:
     """The full bwrap argv for running `command` under `rp`.
 
@@ -140,6 +145,10 @@ def bwrap_argv(
     `tmp_size_mb`: size of each private tmpfs (/tmp, /var/tmp, /dev/shm).
     `dev_nodes_dir`: a host dir with private copies of DEV_NODES not owned
     by the caller, bound over bwrap's; the backend makes it for root callers.
+    `proxy_dir`: network allowlist only, the host dir holding the filtering
+    proxy's Unix socket (`sandbox.proxy`), bound read-only at the same path
+    last: the one host socket the sandbox can reach. `command` already runs
+    behind the relay then (the backend prefixes it).
     """
     if not host.bwrap_path:
         raise ValueError("host has no bwrap_path")
@@ -159,7 +168,7 @@ def bwrap_argv(
     network_on = policy.network.mode is NetworkMode.ON
     argv += ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not network_on:
-        # "allowlist" has no proxy yet, so it is treated as off.
+        # "allowlist" too: its only way out is the proxy's Unix socket (`proxy_dir`).
         argv.append("--unshare-net")
     argv += ["--disable-userns", "--cap-drop", "ALL"]
 
@@ -258,11 +267,16 @@ def bwrap_argv(
         mounts.append(_Mount(path, _PROTECT, args))
 
     if not network_on:
+        proxy = _check(proxy_dir, "proxy_dir") if proxy_dir is not None else None
         for s in dict.fromkeys(hide_sockets):
             sock = _check(s, "socket")
             if sock in deny_files or denied(sock) or _owner(sock, layers) in ("fresh", "view"):
                 continue  # not there, or shown through an overlay: not connectable anyway
+            if proxy is not None and _under(sock, proxy):
+                continue  # the allowlist proxy: the one host socket meant to be reached
             mounts.append(_Mount(sock, _SOCKET, ("--ro-bind", "/dev/null", sock)))
+        if proxy is not None:
+            mounts.append(_Mount(proxy, _PROXY, ("--ro-bind", proxy, proxy)))
 
     for m in sorted(mounts, key=lambda m: (_depth(m.path), m.rank, m.path)):
         argv += m.args

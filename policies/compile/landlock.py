@@ -180,6 +180,7 @@ def landlock_plan(
     listdir: Callable[[str], list[str]] = os.listdir,
     mount_ns: bool | None = None,
     host_view: bool = False,
+    proxy_dir: str | None = None,
 ) -> LandlockPlan:
     """The ruleset for `rp` at `host.landlock_abi`.
 
@@ -195,6 +196,8 @@ def landlock_plan(
     Landlock does not look at a mountpoint that another mount covers: "/"
     is granted read again in the child, on the view. What the view binds
     from the host (writable roots, /dev) keeps the host's inodes and rules.
+    proxy_dir: network allowlist, the host dir of the filtering proxy's Unix
+    socket: granted RESOLVE_UNIX (ABI 9) so the command can connect to it.
     """
     abi = host.landlock_abi
     if abi < 1:
@@ -237,6 +240,9 @@ def landlock_plan(
     elif policy.tmp is TmpMode.HOST:
         rules.extend(PathRule(p, write) for p in PRIVATE_TMP_DIRS)
     rules.extend(PathRule(p, device) for p in (*DEVICE_FILES, *DEVICE_DIRS))
+    if proxy_dir and not online and handled_fs & FS_RESOLVE_UNIX:
+        # Network allowlist: the filtering proxy's socket is the one host socket the command may reach.
+        rules.append(PathRule(proxy_dir, read | FS_RESOLVE_UNIX))
 
     handled_net = 0
     if not online and not mount_ns:

@@ -28,6 +28,9 @@ Order matters:
  7. loopback up in the new network namespace; chdir to the working directory
     again (the engine chdir'ed before the mounts, into the old tree).
 
+With a network allowlist, the directory of the filtering proxy's Unix socket
+(`sandbox.proxy`) is bound read-only from the host between steps 5 and 6.
+
 When offline, right after step 2 the command's root becomes a read-only
 view of the host made of overlays (`ShowHost`, see
 `policies.compile.hostview`): no host socket below it is connectable,
@@ -208,6 +211,7 @@ def mount_plan(
     host_sockets: tuple[str, ...] = (),
     view: HostView | None = None,
     userns: bool | None = None,
+    proxy_dir: str | None = None,
 ) -> MountPlan:
     """The ops for `rp`.
 
@@ -218,6 +222,10 @@ def mount_plan(
     host, read-only); the backend builds it and checks it can be mounted.
     tmp_dir: unused (private tmp dirs are fresh tmpfs mounts); accepted so
     callers can pass the same arguments as to `landlock_plan`.
+    proxy_dir: network allowlist only, the host dir holding the filtering
+    proxy's Unix socket: bound read-only from the host at the same path (the
+    one host socket left reachable), before the private tmp dirs, which keep
+    it when it lies under one of them.
     """
     del tmp_dir
     policy = rp.policy
@@ -229,7 +237,8 @@ def mount_plan(
     if userns:
         ops.append(MapIds(host.uid, host.gid))
     ops.append(RemountTree("/"))
-    needed = [rp.workspace, rp.cwd, *rp.writable, *(p.path for p in rp.protected if p.kind != "missing"), *rp.show]
+    needed = [rp.workspace, rp.cwd, *rp.writable, *(p.path for p in rp.protected if p.kind != "missing"), *rp.show,
+              *([proxy_dir] if proxy_dir and offline else [])]
     if not offline:
         view = None
     if view is not None:
@@ -261,11 +270,16 @@ def mount_plan(
         for sock in host_sockets:
             if any(_under(sock, d) for d in denied_dirs):
                 continue
+            if proxy_dir and _under(sock, proxy_dir):
+                continue  # the allowlist proxy: the one host socket meant to be reached
             if view is not None and view.hides_sockets(sock) and not any(_under(sock, w) for w in rp.writable):
                 continue  # shown through an overlay, or not shown at all
             ops.append(Bind("/dev/null", sock, recursive=False, readonly=True, optional=True,
                             volatile=True, why="host Unix socket"))
 
+    if offline and proxy_dir:
+        ops.append(Bind(proxy_dir, proxy_dir, recursive=False, readonly=True, host=view is not None,
+                        why="network allowlist proxy socket"))
     if policy.tmp is TmpMode.PRIVATE:
         for target in PRIVATE_TMP_DIRS:
             if target in needed:

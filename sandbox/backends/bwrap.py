@@ -4,7 +4,10 @@ The argv comes from `policies.compile.bwrap` (pure); this module does the
 host-side work around it: canonical paths, the overlay view of the host when
 the network is off (`sandbox.host_view`), the snapshot of host Unix sockets,
 mountpoint stubs for missing protected paths, private device nodes for root
-callers, and the seccomp BPF fd.
+callers, and the seccomp BPF fd. With a network allowlist the command runs
+behind the relay (`sandbox.proxy_relay`) and the engine's filtering proxy
+(`sandbox.proxy`) has its socket's directory bound in: the one host socket
+the sandbox can reach.
 
 Spawning pitfall: `--die-with-parent` uses PR_SET_PDEATHSIG, which fires
 when the *thread* that forked bwrap exits, not the process. Spawning from a
@@ -45,7 +48,12 @@ from sandbox.backends.base import (
 from sandbox.stubs import StubLease, new_lease
 from sandbox.unix_sockets import host_unix_sockets
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from sandbox.proxy import FilteringProxy
+
 _SECCOMP_MODULES = ("policies.compile.seccomp", "sandbox.seccomp_bpf")
+ALLOWLIST_ENFORCED = "enforced: allowlist via proxy (private network namespace; its only way out is the proxy)"
 _DEV_CACHE: dict[int, str] = {}
 _FOUND: dict[str, bool] = {}
 
@@ -221,8 +229,8 @@ class BwrapBackend(Backend):
         if net is NetworkMode.ON:
             out["network"] = NOT_APPLICABLE
         else:
-            out["network"] = (ENFORCED if net is NetworkMode.OFF
-                              else "best-effort: allowlist proxy not implemented, network fully off")
+            # Allowlist: a netns with only a loopback; the proxy's socket is its one way out.
+            out["network"] = ALLOWLIST_ENFORCED if net is NetworkMode.ALLOWLIST else ENFORCED
             out["host-unix-sockets"] = sockets_protection(overlay_problem(rp, host))
             out["abstract-unix-sockets"] = ENFORCED
         if not host.seccomp:
@@ -241,8 +249,13 @@ class BwrapBackend(Backend):
         env: dict[str, str],
         *,
         limits_preexec: Callable[[], None] | None = None,
+        proxy: FilteringProxy | None = None,
     ) -> Launch:
-        """Prepare one bwrap spawn; `Launch.cleanup` undoes every host-side change."""
+        """Prepare one bwrap spawn; `Launch.cleanup` undoes every host-side change.
+
+        `proxy`: the running filtering proxy, required for a confined allowlist
+        policy (the engine starts it); the command then runs behind the relay.
+        """
         reason = self.unavailable(host)
         if reason:
             raise SandboxSetupError(f"bwrap backend unavailable: {reason}")
@@ -258,8 +271,15 @@ class BwrapBackend(Backend):
         warnings: list[str] = []
         crp = canonical_paths(rp)
         network_off = rp.policy.network.mode is not NetworkMode.ON
-        if rp.policy.network.mode is NetworkMode.ALLOWLIST:
-            warnings.append("network allowlist is not implemented by the bwrap backend yet: network is off")
+        proxy_dir = None
+        if rp.policy.confined and rp.policy.network.mode is NetworkMode.ALLOWLIST:
+            if proxy is None:
+                raise SandboxSetupError("network allowlist: no filtering proxy was started for this launch "
+                                        "(run through sandbox.run or a Session)")
+            from sandbox.proxy import relay_argv
+
+            argv = relay_argv(proxy, argv)
+            proxy_dir = os.path.realpath(proxy.directory)
 
         stubs = _Stubs(warnings)
         seccomp_fd: int | None = None
@@ -292,13 +312,13 @@ class BwrapBackend(Backend):
             if problem:
                 warnings.append(f"host Unix sockets: {problem}")
             # Scanned last, to keep the window before bwrap mounts over them short.
-            sockets = _sockets(rp)
+            sockets = _sockets(rp, proxy_dir)
             if view is None:
                 _warn_linked(sockets, warnings)
             stubs.watch([*sockets, *(d.path for d in crp.deny_read),
                          *(p.path for p in crp.protected if p.kind != "missing")], rp.writable)
             full = _argv(crp, host, argv, seccomp_fd=seccomp_fd, sockets=sockets, dev_dir=dev_dir,
-                         view=view, empty=empty)
+                         view=view, empty=empty, proxy_dir=proxy_dir)
         except OSError as exc:
             cleanup()
             raise SandboxSetupError(f"could not prepare the bwrap sandbox: {exc}") from exc
@@ -309,6 +329,8 @@ class BwrapBackend(Backend):
         protections = self.protections(rp, host)
         if network_off and rp.policy.confined:
             protections["host-unix-sockets"] = sockets_protection(problem)
+        if proxy_dir is not None:
+            protections["network"] = ALLOWLIST_ENFORCED
         return Launch(
             argv=full,
             env=env,
@@ -443,22 +465,35 @@ def plan_argv(rp: ResolvedPolicy, host: HostFacts, command: list[str], *, seccom
         dev_dir = os.path.join(base, "stockade", f"dev-{host.uid}")
     crp = canonical_paths(rp)
     view, empty, _ = host_view_for(crp, host, create=False)
+    proxy_dir = None
+    if rp.policy.confined and rp.policy.network.mode is NetworkMode.ALLOWLIST:
+        from sandbox.proxy import placeholder_dir, relay_command
+
+        proxy_dir = placeholder_dir()  # each run makes its own
+        command = relay_command(proxy_dir, command)
     return _argv(crp, host, command, seccomp_fd=seccomp_fd if host.seccomp else None,
-                 sockets=_sockets(rp), dev_dir=dev_dir, view=view, empty=empty)
+                 sockets=_sockets(rp, proxy_dir), dev_dir=dev_dir, view=view, empty=empty, proxy_dir=proxy_dir)
 
 
-def _sockets(rp: ResolvedPolicy) -> tuple[str, ...]:
-    """Host sockets to cover: only a confined run with the network off needs them."""
+def _sockets(rp: ResolvedPolicy, proxy_dir: str | None = None) -> tuple[str, ...]:
+    """Host sockets to cover: only a confined run with the network off (or an allowlist) needs them.
+
+    The allowlist proxy's own socket is left out: it is the one meant to be reached.
+    """
     if not rp.policy.confined or rp.policy.network.mode is NetworkMode.ON:
         return ()
-    return _with_aliases(host_unix_sockets())
+    found = _with_aliases(host_unix_sockets())
+    if proxy_dir is None:
+        return found
+    return tuple(s for s in found if not (s == proxy_dir or s.startswith(proxy_dir + "/")))
 
 
 def _argv(crp: ResolvedPolicy, host: HostFacts, command: list[str], *, seccomp_fd: int | None,
-          sockets: tuple[str, ...], dev_dir: str | None, view: HostView | None, empty: str | None) -> list[str]:
+          sockets: tuple[str, ...], dev_dir: str | None, view: HostView | None, empty: str | None,
+          proxy_dir: str | None = None) -> list[str]:
     return bwrap_argv(crp, host, list(command), seccomp_fd=seccomp_fd, hide_sockets=sockets,
                       tmp_size_mb=crp.policy.limits.memory_mb, dev_nodes_dir=dev_dir,
-                      view=view, overlay_empty=empty)
+                      view=view, overlay_empty=empty, proxy_dir=proxy_dir)
 
 
 def _aliases(paths: list[str]) -> dict[str, list[str]]:

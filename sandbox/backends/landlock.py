@@ -13,6 +13,12 @@ Landlock alone carries the filesystem policy, TMPDIR is a per-run host
 directory, and some protections are missing (reported by `protections`, so
 `auto` prefers bwrap).
 
+Network allowlist: only with a network namespace. The command runs behind
+the relay (`sandbox.proxy_relay`), and the directory of the engine's
+filtering proxy socket (`sandbox.proxy`) is bound in from the host. Without
+a namespace it is refused: Landlock's TCP rules know ports, not hosts, so
+"connect only to the relay's port" would also allow that port on any host.
+
 The ruleset fd is close-on-exec (landlockpy makes it so): the pre-exec hook
 runs after fork, before exec, so the child still has it, and the command
 never inherits it.
@@ -52,6 +58,13 @@ from sandbox.mount_aliases import aliases
 
 TREE_KILL = "best-effort: process group + descendants"
 NEEDS_MOUNT_NS = "needs a mount namespace (root or user namespaces)"
+ALLOWLIST_ENFORCED = "enforced: allowlist via proxy (private network namespace; its only way out is the proxy)"
+NO_ALLOWLIST = ("a network allowlist needs a private network namespace (root or user namespaces): without one, "
+                "Landlock can only limit TCP by port (any host on that port), not by host, and not UDP")
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from sandbox.proxy import FilteringProxy
 
 def sockets_best_effort(problem: str) -> str:
     return (f"best-effort: {problem}; sockets found at launch (and their bind-mount aliases) are covered, one "
@@ -281,8 +294,9 @@ class LandlockBackend(Backend):
                 "signals to processes outside the sandbox need Landlock ABI 6 (kernel 6.12); ptrace is blocked"),
         })
         if offline:
-            out["network"] = (ENFORCED if net is NetworkMode.OFF
-                              else "best-effort: allowlist proxy not implemented, network fully off")
+            # Allowlist: the netns has only a loopback, and the proxy's socket is its one way out.
+            allow = ALLOWLIST_ENFORCED if net is NetworkMode.ALLOWLIST else ENFORCED
+            out["network"] = allow if net is NetworkMode.OFF or mode else missing(NO_ALLOWLIST)
             out["host-unix-sockets"] = ENFORCED if abi >= 9 else _sockets_protection(
                 overlay_problem(rp, mode)) if mode else missing(
                 f"Landlock ABI {abi} < 9 cannot stop connect() to the host's pathname Unix sockets; "
@@ -299,13 +313,21 @@ class LandlockBackend(Backend):
         offline = rp.policy.network.mode is not NetworkMode.ON
         rp = _with_aliases(rp)
         view = view_for(rp, mode)[0] if offline else None
+        proxy_dir = None
+        if rp.policy.network.mode is NetworkMode.ALLOWLIST and mode is not None:
+            from sandbox.proxy import placeholder_dir
+
+            proxy_dir = placeholder_dir()  # each run makes its own
         plan = landlock_plan(rp, host, tmp_dir="<per-run TMPDIR>", mount_ns=mode is not None,
-                             host_view=view is not None)
+                             host_view=view is not None, proxy_dir=proxy_dir)
         out = {"namespaces": [f"mode: {mode or 'none (Landlock alone)'}"], "landlock": plan.describe()}
         if mode is not None:
             out["mounts"] = mount_plan(rp, host, userns=mode == "userns",
                                        host_sockets=_with_socket_aliases(_host_sockets()) if offline else (),
-                                       view=view).describe()
+                                       view=view, proxy_dir=proxy_dir).describe()
+        if proxy_dir is not None:
+            out["namespaces"].append("network allowlist: the command runs behind sandbox/proxy_relay.py "
+                                     f"(127.0.0.1:3128 -> {proxy_dir}/proxy.sock, the host's filtering proxy)")
         from policies.compile.seccomp import describe
 
         out["seccomp"] = describe(seccomp_rules(rp.policy, host, netns=mode is not None and offline))
@@ -319,8 +341,13 @@ class LandlockBackend(Backend):
         env: dict[str, str],
         *,
         limits_preexec: Callable[[], None] | None = None,
+        proxy: FilteringProxy | None = None,
     ) -> Launch:
-        """Prepare one spawn; `Launch.cleanup` closes the ruleset, removes stubs and the per-run directory."""
+        """Prepare one spawn; `Launch.cleanup` closes the ruleset, removes stubs and the per-run directory.
+
+        `proxy`: the running filtering proxy, required for an allowlist policy
+        (the engine starts it); the command then runs behind the relay.
+        """
         policy = rp.policy
         if not policy.confined:
             raise SandboxSetupError("the landlock backend confines; full-access runs use the 'none' backend")
@@ -332,6 +359,17 @@ class LandlockBackend(Backend):
             raise SandboxSetupError("refusing to run: " + "; ".join(rp.problems))
         mode = self.ns_mode(host)
         offline = policy.network.mode is not NetworkMode.ON
+        proxy_dir = None
+        if policy.network.mode is NetworkMode.ALLOWLIST:
+            if mode is None:
+                raise SandboxSetupError(f"landlock backend: {NO_ALLOWLIST}; use --backend bwrap, or run as root")
+            if proxy is None:
+                raise SandboxSetupError("network allowlist: no filtering proxy was started for this launch "
+                                        "(run through sandbox.run or a Session)")
+            from sandbox.proxy import relay_argv
+
+            argv = relay_argv(proxy, argv)
+            proxy_dir = os.path.realpath(proxy.directory)
         warnings: list[str] = []
         rp = _with_aliases(rp)
         state = _RunState()
@@ -348,14 +386,14 @@ class LandlockBackend(Backend):
             if problem and mode is not None and offline:
                 warnings.append(f"host Unix sockets: {problem}")
             plan = landlock_plan(rp, host, tmp_dir=state.run_root, mount_ns=mode is not None,
-                                 host_view=view is not None)
+                                 host_view=view is not None, proxy_dir=proxy_dir)
             state.ruleset = _ruleset(plan)
             fd = state.ruleset.fileno()
             steps: list[confine.Step] = []
             if mode is not None:
                 mplan = mount_plan(rp, host, userns=mode == "userns",
                                    host_sockets=_with_socket_aliases(_host_sockets()) if offline else (),
-                                   view=view)
+                                   view=view, proxy_dir=proxy_dir)
                 steps += confine.mount_steps(state.take_stubs(mplan, warnings))
                 steps += [confine.late_rule_step(fd, r.path, r.access) for r in plan.late_rules]
             # CAP_SETPCAP in the child: always after unshare(); otherwise only a root caller has it.
@@ -374,6 +412,8 @@ class LandlockBackend(Backend):
         protections = self.protections(rp, host)
         if offline and mode is not None and host.landlock_abi < 9:
             protections["host-unix-sockets"] = _sockets_protection(problem)
+        if proxy_dir is not None:
+            protections["network"] = ALLOWLIST_ENFORCED
         launch = Launch(argv=list(argv), env=env, cwd=rp.cwd, cleanup=state.cleanup, kills_tree=False,
                         protections=protections, warnings=warnings)
         steps += [confine.cloexec_from_3(lambda: launch.pass_fds), confine.seccomp_step(bpf)]

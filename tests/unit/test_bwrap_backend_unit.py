@@ -11,6 +11,7 @@ from policies.host import HostFacts
 from policies.model import Mode, NetworkMode, NetworkPolicy, SandboxPolicy
 from policies.resolve import DeniedPath, ProtectedPath, resolve
 from sandbox.backends import bwrap as bwrap_backend
+from sandbox.backends import gaps
 from sandbox.backends.base import ENFORCED, NOT_APPLICABLE, PROTECTIONS
 from sandbox.backends.bwrap import BwrapBackend, canonical_paths
 
@@ -75,7 +76,8 @@ def test_protections_network_modes(tmp_path: Path) -> None:
     on = BwrapBackend().protections(_rp(tmp_path, network=NetworkPolicy(mode=NetworkMode.ON)), GOOD)
     assert on["network"] == on["host-unix-sockets"] == on["abstract-unix-sockets"] == NOT_APPLICABLE
     allow = BwrapBackend().protections(_rp(tmp_path, network=NetworkPolicy(mode=NetworkMode.ALLOWLIST)), GOOD)
-    assert allow["network"].startswith("best-effort")
+    assert allow["network"].startswith(ENFORCED + ": allowlist via proxy")  # a netns whose only way out is the proxy
+    assert not gaps(allow)
 
 
 def test_protections_read_only_and_full_access(tmp_path: Path) -> None:
