@@ -7,7 +7,7 @@ import os
 from policies.host import HostFacts
 from policies.model import Mode, SandboxPolicy
 from policies.resolve import resolve
-from sandbox.backends import LADDER, choose, get_backend
+from sandbox.backends import choose, get_backend, ladder
 from sandbox.backends.base import SandboxSetupError
 from sandbox.detect import host_facts
 from sandbox.limits import limits_protection
@@ -17,7 +17,8 @@ def doctor_report(refresh: bool = False, workspace: str | None = None) -> dict[s
     host = host_facts(refresh=refresh)
     workspace = workspace or os.getcwd()
     backends: dict[str, dict[str, object]] = {}
-    for name in LADDER:
+    rungs = ladder(host)
+    for name in rungs:
         reason = get_backend(name).unavailable(host)
         backends[name] = {"available": reason is None, "reason": reason}
     auto: dict[str, dict[str, object]] = {}
@@ -29,7 +30,7 @@ def doctor_report(refresh: bool = False, workspace: str | None = None) -> dict[s
             entry = {"backend": backend.name, "protections": {**prot, "limits": limits_protection(host)}}
         except SandboxSetupError as exc:
             entry = {"backend": None, "error": str(exc)}
-        for name in LADDER:
+        for name in rungs:
             if backends[name]["available"]:
                 entry.setdefault("by_backend", {})[name] = get_backend(name).protections(rp, host)  # type: ignore[index]
         auto[mode.value] = entry
@@ -40,8 +41,19 @@ def doctor_report(refresh: bool = False, workspace: str | None = None) -> dict[s
 
 def _fixes(host: HostFacts, backends: dict[str, dict[str, object]]) -> list[str]:
     fixes: list[str] = []
+    if host.platform == "macos":
+        if not backends["seatbelt"]["available"]:
+            fixes.append(f"seatbelt: {backends['seatbelt']['reason']}")
+        return fixes
+    if host.platform == "windows":
+        if not backends["windows"]["available"]:
+            from policies.compile.windows import setup_script
+
+            fixes.append("windows: create the sandbox users and the firewall rule once, in an elevated "
+                         "PowerShell:\n" + setup_script())
+        return fixes
     if host.platform != "linux":
-        fixes.append(f"{host.platform}: only the Linux backends exist so far; use --policy full-access "
+        fixes.append(f"{host.platform}: no backend exists for this platform; use --policy full-access "
                      "to run unconfined, knowingly")
         return fixes
     if not backends["bwrap"]["available"]:
@@ -65,6 +77,9 @@ def _fixes(host: HostFacts, backends: dict[str, dict[str, object]]) -> list[str]
 def render_doctor(report: dict[str, object]) -> str:
     host = report["host"]
     assert isinstance(host, dict)
+    if host["platform"] != "linux":
+        lines = [f"host: {host['platform']} {host['arch']} {host['kernel']}, uid {host['uid']}", "backends:"]
+        return _render_rest(report, lines)
     lines = [
         f"host: {host['platform']} {host['arch']} kernel {host['kernel']}, uid {host['uid']}"
         + (" (root: capabilities are dropped inside)" if host["uid"] == 0 else ""),
@@ -77,6 +92,10 @@ def render_doctor(report: dict[str, object]) -> str:
         f"  container: {'yes' if host['in_container'] else 'no'}" + (f", WSL{host['wsl']}" if host["wsl"] else ""),
         "backends:",
     ]
+    return _render_rest(report, lines)
+
+
+def _render_rest(report: dict[str, object], lines: list[str]) -> str:
     backends = report["backends"]
     assert isinstance(backends, dict)
     for name, info in backends.items():

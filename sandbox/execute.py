@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from policies.env import build_env
 from policies.host import HostFacts
-from policies.model import SandboxPolicy
+from policies.model import NetworkMode, SandboxPolicy
 from policies.resolve import ResolvedPolicy, resolve
 from sandbox.backends import choose
 from sandbox.backends.base import Launch, SandboxSetupError
@@ -45,6 +45,8 @@ from sandbox.result import Denial, Result
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~3 ms of every cold start)
 if TYPE_CHECKING:
     from typing import IO
+
+    from sandbox.proxy import FilteringProxy
 
     StdinSource = bytes | int | IO[bytes] | IO[str] | None
 
@@ -101,6 +103,7 @@ class Prepared:
     cgroup: RunCgroup | None
     warnings: list[str] = field(default_factory=list)  # the engine's; the launch keeps its own
     resolved: ResolvedPolicy | None = None  # for explaining denials after the run
+    proxy: FilteringProxy | None = None  # network allowlist: the run's filtering proxy (sandbox.proxy)
     _cleaned: bool = False
 
     def all_warnings(self) -> list[str]:
@@ -115,7 +118,11 @@ class Prepared:
                 self.cgroup.kill_all()
                 self.warnings.extend(self.cgroup.remove())
         finally:
-            self.launch.cleanup()
+            try:
+                self.launch.cleanup()
+            finally:
+                if self.proxy is not None:
+                    self.proxy.close()
 
     def finish(self, result: Result) -> Result:
         """Clean up once the tree is gone, then add the run's warnings (cleanup may have added some)."""
@@ -170,7 +177,13 @@ def prepare(
         raise SandboxSetupError("cannot run under this policy:\n  " + "\n  ".join(rp.problems))
     chosen, protections = choose(rp, host, backend)
     child_env = build_env(policy, os.environ if env is None else env, tmpdir="/tmp")
-    cgroup, warnings = create(host.cgroup, policy.limits)
+    proxy = _start_proxy(policy, chosen.name)
+    try:
+        cgroup, warnings = create(host.cgroup, policy.limits)
+    except BaseException:
+        if proxy is not None:
+            proxy.close()
+        raise
     try:
         plan = child_limits(policy.limits, host, cgroup)
         warnings.extend(plan.warnings)
@@ -179,12 +192,18 @@ def prepare(
         def limits_preexec() -> None:
             hook[0]()
 
-        launch = chosen.launch(rp, host, list(argv), child_env, limits_preexec=limits_preexec)
+        if proxy is not None:
+            launch = chosen.launch(rp, host, list(argv), child_env, limits_preexec=limits_preexec,
+                                   proxy=proxy)  # type: ignore[call-arg]
+        else:
+            launch = chosen.launch(rp, host, list(argv), child_env, limits_preexec=limits_preexec)
         # A pid namespace already catches orphans: skip the subreaper (and the ctypes import it needs).
         hook.append(make_preexec(dataclasses.replace(plan, subreaper=plan.subreaper and not launch.kills_tree)))
     except BaseException:
         if cgroup is not None:
             cgroup.remove()
+        if proxy is not None:
+            proxy.close()
         raise
     return Prepared(
         argv=list(argv),
@@ -196,7 +215,24 @@ def prepare(
         cgroup=cgroup,
         warnings=warnings,
         resolved=rp,
+        proxy=proxy,
     )
+
+
+# Backends that run the command in a private network namespace behind `sandbox.proxy` when asked.
+PROXIED_BACKENDS = ("bwrap", "landlock")
+
+
+def _start_proxy(policy: SandboxPolicy, backend: str) -> FilteringProxy | None:
+    """The filtering proxy for a confined allowlist run (None otherwise); imported only then."""
+    if not policy.confined or policy.network.mode is not NetworkMode.ALLOWLIST or backend not in PROXIED_BACKENDS:
+        return None
+    from sandbox.proxy import start_proxy
+
+    try:
+        return start_proxy(policy.network.allow_domains)
+    except (OSError, ValueError) as exc:
+        raise SandboxSetupError(f"could not start the network allowlist proxy: {exc}") from exc
 
 
 def spawn(prep: Prepared, stdin: int | IO[bytes] | IO[str] | None = None, *, pipe_stdin: bool = False) -> Spawned:
@@ -356,8 +392,13 @@ def build_result(
         # bwrap failed before the command ran (a mount it could not make): nothing was executed.
         first = err_head.split(b"\n", 1)[0].decode("utf-8", "replace")
         denials.append(Denial("setup", "", "bwrap could not build the sandbox", first))
+    if prep.proxy is not None:
+        denials.extend(prep.proxy.denials())
     if prep.resolved is not None and prep.policy.confined:
-        from sandbox.denials import find_denials
+        if prep.backend == "seatbelt":  # Seatbelt refuses sockets with EPERM too
+            from sandbox.backends.seatbelt import find_denials
+        else:
+            from sandbox.denials import find_denials
 
         try:
             denials.extend(find_denials(stderr.value() + b"\n" + stdout.value(), prep.resolved))

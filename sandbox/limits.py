@@ -106,14 +106,15 @@ def make_preexec(plan: ChildLimits) -> Callable[[], None]:
     rlimits, join = plan.rlimits, plan.join
     import ctypes
 
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # None on macOS: no pdeathsig/subreaper
     parent = os.getpid()
     subreaper = plan.subreaper
 
     def apply_limits() -> None:
         # The command dies with its caller (a SIGKILLed agent must not leave it running);
         # re-check the parent in case it died before the prctl took effect.
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(125)
         for path in join:
@@ -124,7 +125,7 @@ def make_preexec(plan: ChildLimits) -> Callable[[], None]:
                 os.close(fd)
         for res, soft, hard in rlimits:
             resource.setrlimit(res, (soft, hard))
-        if subreaper:
+        if subreaper and prctl is not None:
             prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     return apply_limits

@@ -1,5 +1,8 @@
 """Backend registry and the `auto` ladder: bwrap+seccomp -> landlock+seccomp -> refuse.
 
+On macOS the ladder is seatbelt -> refuse, on Windows the restricted-token
+backend -> refuse (`ladder(host)`); Linux is unchanged.
+
 `auto` never runs a confining policy unconfined, and never picks a rung that
 would leave out a protection the policy needs (`.git` read-only inside a
 writable workspace, say) when another rung gives it.
@@ -13,6 +16,13 @@ from sandbox.backends.base import ENFORCED, NOT_APPLICABLE, Backend, SandboxSetu
 
 BACKEND_NAMES = ("auto", "bwrap", "landlock", "none")
 LADDER = ("bwrap", "landlock")
+PLATFORM_LADDERS = {"macos": ("seatbelt",), "windows": ("windows",)}
+ALL_BACKENDS = (*BACKEND_NAMES, "seatbelt", "windows")
+
+
+def ladder(host: HostFacts) -> tuple[str, ...]:
+    """The backends `auto` tries on this host's platform, strongest first."""
+    return PLATFORM_LADDERS.get(host.platform, LADDER)
 
 
 def get_backend(name: str) -> Backend:
@@ -28,13 +38,21 @@ def get_backend(name: str) -> Backend:
         from sandbox.backends.none import NoneBackend
 
         return NoneBackend()
+    if name == "seatbelt":
+        from sandbox.backends.seatbelt import SeatbeltBackend
+
+        return SeatbeltBackend()
+    if name == "windows":
+        from sandbox.backends.windows import WindowsBackend
+
+        return WindowsBackend()
     raise SandboxSetupError(f"unknown backend {name!r} (choose from {', '.join(BACKEND_NAMES)})")
 
 
 def gaps(protections: dict[str, str]) -> dict[str, str]:
     """The protections a policy needs that this backend cannot give."""
     return {k: v for k, v in protections.items() if v not in (ENFORCED, NOT_APPLICABLE)
-            and not v.startswith("best-effort")}
+            and not v.startswith(("best-effort", ENFORCED + ":"))}
 
 
 def choose(rp: ResolvedPolicy, host: HostFacts, requested: str = "auto") -> tuple[Backend, dict[str, str]]:
@@ -61,7 +79,7 @@ def choose(rp: ResolvedPolicy, host: HostFacts, requested: str = "auto") -> tupl
         return backend, backend.protections(rp, host)
 
     reasons: list[str] = []
-    for name in LADDER:
+    for name in ladder(host):
         backend = get_backend(name)
         reason = backend.unavailable(host)
         if reason:
