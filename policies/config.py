@@ -69,6 +69,115 @@ def available_profiles() -> list[str]:
     return sorted(names)
 
 
+# ---------------------------------------------------------------- network allowlist entries
+
+DEFAULT_ALLOW_PORTS: tuple[int, ...] = (80, 443)
+
+
+@dataclass(frozen=True)
+class AllowEntry:
+    """One parsed `network.allow_domains` entry.
+
+    `host`: lower-case ASCII name (for a wildcard, the suffix after `*.`), or
+    the canonical text of an IP address (`ip` True). `ports`: the ports it
+    allows (DEFAULT_ALLOW_PORTS unless the entry names one).
+    """
+
+    text: str
+    host: str
+    wildcard: bool = False
+    ip: bool = False
+    ports: tuple[int, ...] = DEFAULT_ALLOW_PORTS
+
+    def matches(self, host: str, port: int) -> bool:
+        """`host` must already be normalised (`normalize_host`)."""
+        if port not in self.ports:
+            return False
+        if self.wildcard:
+            return host.endswith("." + self.host)
+        return host == self.host
+
+
+def normalize_host(host: str) -> tuple[str, bool]:
+    """(canonical host, is an IP literal). Lower-case ASCII (IDNA), no trailing dot. ValueError when invalid.
+
+    IP literals are canonicalised so `0x7f.1`, `2130706433` or `::ffff:127.0.0.1`
+    cannot dress up an address to slip past a comparison.
+    """
+    import ipaddress
+
+    text = host.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return str(addr), True
+    name = text.rstrip(".").lower()
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(f"{host!r} is not a valid host name") from None
+    labels = name.split(".")
+    if not name or len(name) > 253 or any(not label or len(label) > 63 for label in labels) or not all(
+            c.isalnum() or c in "-_" for label in labels for c in label):
+        raise ValueError(f"{host!r} is not a valid host name")
+    if labels[-1].isdigit() or all(_numeric(label) for label in labels):
+        # Forms inet_aton would read as an IPv4 address ("127.1", "2130706433", "0x7f.1").
+        raise ValueError(f"{host!r} looks like a partial IP address; write it in full")
+    return name, False
+
+
+def _numeric(label: str) -> bool:
+    return label.isdigit() or (label[:2] == "0x" and all(c in "0123456789abcdef" for c in label[2:]))
+
+
+def parse_allow_entry(entry: str) -> AllowEntry:
+    """`example.com`, `*.example.com` (subdomains only), `example.com:8443`, `10.0.0.5`, `[::1]:8080`.
+
+    ValueError (message names the entry) when malformed or too broad.
+    """
+    text = entry.strip()
+    host, ports = text, DEFAULT_ALLOW_PORTS
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ValueError(f"{entry!r}: unclosed [")
+        host, rest = text[:close + 1], text[close + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{entry!r}: expected :PORT after ]")
+            ports = (_port(rest[1:], entry),)
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+        ports = (_port(port, entry),)
+    wildcard = host.startswith("*.")
+    if wildcard:
+        host = host[2:]
+    if not host or "*" in host:
+        raise ValueError(f"{entry!r} is too broad (use `*.example.com` for the subdomains of one domain)")
+    try:
+        name, is_ip = normalize_host(host)
+    except ValueError as exc:
+        raise ValueError(f"{entry!r}: {exc}") from None
+    if is_ip and wildcard:
+        raise ValueError(f"{entry!r}: a wildcard needs a domain, not an address")
+    if not is_ip and (name.count(".") == 0 or (wildcard and name.count(".") < 1)):
+        raise ValueError(f"{entry!r} is too broad")
+    return AllowEntry(text=text, host=name, wildcard=wildcard, ip=is_ip, ports=ports)
+
+
+def _port(text: str, entry: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{entry!r}: {text!r} is not a port number")
+    return int(text)
+
+
 # ---------------------------------------------------------------- schema
 
 # key -> (expected python type(s), converter); tables recurse.
@@ -95,6 +204,20 @@ _SCHEMA: dict[str, Any] = {
         "file_size_mb": "int",
         "cpu_seconds": "int",
         "output_bytes": "int",
+    },
+    # The agent's own settings (`stockade exec/chat`): read by agent/, never part of a SandboxPolicy,
+    # and refused in project files (a repository must not pick the model endpoint your key is sent to).
+    "agent": {
+        "provider": str,
+        "model": str,
+        "base_url": str,
+        "api_key": str,
+        "approval": str,
+        "max_turns": "int",
+        "api_key_env": str,
+        "idle_timeout": "number",
+        "max_retries": "int",
+        "options": "table",
     },
     "env": {
         "inherit": ("enum", EnvInherit),
@@ -143,6 +266,10 @@ def _convert(source: str, key: str, value: Any, kind: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise PolicyError(source, key, "expected a list of strings")
         return tuple(value)
+    if kind == "table":  # free-form (provider options), checked by whoever reads it
+        if not isinstance(value, dict):
+            raise PolicyError(source, key, f"expected a table, got {_tname(value)}")
+        return dict(value)
     if kind == "dict[str,str]":
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise PolicyError(source, key, "expected a table of strings")
@@ -294,6 +421,7 @@ class Overrides:
     timeout: float | None = None
     env_passthrough: tuple[str, ...] = ()
     env_set: tuple[tuple[str, str], ...] = ()
+    allow_domains: tuple[str, ...] = ()  # --allow-domain: implies network mode "allowlist"
 
 
 def build_policy(
@@ -315,7 +443,7 @@ def build_policy(
     ppath = project_config_path(workspace)
     if use_project_config and ppath.is_file():
         project = read_toml(ppath)
-        for key in ("trusted_projects", "extends", "mode", "workspace"):
+        for key in ("trusted_projects", "extends", "mode", "workspace", "agent"):
             if key in project:
                 raise PolicyError(str(ppath), key, "not allowed in a project file (use `profile`)")
     trusted = workspace in {os.path.abspath(os.path.expanduser(p)) for p in user.get("trusted_projects", ())}
@@ -349,7 +477,7 @@ def _check_roots(data: dict[str, Any], source: str, workspace: str) -> None:
 
 
 def _strip(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k not in ("profile", "trusted_projects")}
+    return {k: v for k, v in data.items() if k not in ("profile", "trusted_projects", "agent")}
 
 
 def _to_policy(data: dict[str, Any], workspace: str, source: str) -> SandboxPolicy:
@@ -363,8 +491,10 @@ def _to_policy(data: dict[str, Any], workspace: str, source: str) -> SandboxPoli
     if network.mode is NetworkMode.ALLOWLIST and not network.allow_domains:
         raise PolicyError(source, "network.allow_domains", "empty allowlist; use mode = \"off\"")
     for domain in network.allow_domains:
-        if domain in ("*",) or domain.count(".") == 0 or (domain.startswith("*.") and domain.count(".") < 2):
-            raise PolicyError(source, "network.allow_domains", f"{domain!r} is too broad")
+        try:
+            parse_allow_entry(domain)
+        except ValueError as exc:
+            raise PolicyError(source, "network.allow_domains", str(exc)) from None
     return SandboxPolicy(
         mode=data.get("mode", Mode.WORKSPACE_WRITE),
         workspace=workspace,
@@ -425,14 +555,28 @@ def apply_overrides(policy: SandboxPolicy, ov: Overrides) -> SandboxPolicy:
                 raise PolicyError("--writable", "", f"{w}: no such directory")
             roots.append(path)
         changes["writable_roots"] = policy.writable_roots + tuple(roots)
-    if ov.network is not None:
-        try:
-            mode = NetworkMode(ov.network)
-        except ValueError:
-            raise PolicyError("--network", "", f"{ov.network!r} is not one of 'off', 'on'") from None
-        if mode is NetworkMode.ALLOWLIST and not policy.network.allow_domains:
-            raise PolicyError("--network", "", "allowlist needs network.allow_domains in a policy file")
-        changes["network"] = replace(policy.network, mode=mode)
+    if ov.network is not None or ov.allow_domains:
+        mode = policy.network.mode
+        if ov.network is not None:
+            try:
+                mode = NetworkMode(ov.network)
+            except ValueError:
+                raise PolicyError("--network", "", f"{ov.network!r} is not one of 'off', 'on', 'allowlist'") from None
+        domains = policy.network.allow_domains
+        if ov.allow_domains:
+            if ov.network is not None and mode is not NetworkMode.ALLOWLIST:
+                raise PolicyError("--allow-domain", "", f"cannot be combined with --network {mode.value}")
+            for domain in ov.allow_domains:
+                try:
+                    parse_allow_entry(domain)
+                except ValueError as exc:
+                    raise PolicyError("--allow-domain", "", str(exc)) from None
+            mode = NetworkMode.ALLOWLIST
+            domains = tuple(dict.fromkeys((*domains, *ov.allow_domains)))
+        if mode is NetworkMode.ALLOWLIST and not domains:
+            raise PolicyError("--network", "", "allowlist needs domains: --allow-domain D (repeatable) or "
+                              "network.allow_domains in a policy file")
+        changes["network"] = replace(policy.network, mode=mode, allow_domains=domains)
     if ov.timeout is not None:
         if ov.timeout <= 0:
             raise PolicyError("--timeout", "", "must be a positive number of seconds")

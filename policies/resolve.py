@@ -81,17 +81,19 @@ def _kind(path: str) -> str:
     return "missing"
 
 
-def state_dirs() -> tuple[str, str]:
-    """stockade's own cache and config directories (XDG-aware).
+def state_dirs() -> tuple[str, str, str]:
+    """stockade's own cache, config and state directories (XDG-aware).
 
     The cache holds host facts, compiled seccomp filters and parsed policy files, the config the
-    user's policy: a command that could write either would weaken the next
-    run, so whenever a writable root contains them they are protected.
+    user's policy, the state the agent's session transcripts: a command that could write any of
+    them would weaken the next run (or plant instructions in a resumed session), so whenever a
+    writable root contains them they are protected.
     """
     home = os.path.expanduser("~")
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
     config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
-    return os.path.join(cache, "stockade"), os.path.join(config, "stockade")
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
+    return os.path.join(cache, "stockade"), os.path.join(config, "stockade"), os.path.join(state, "stockade")
 
 
 def resolve(
@@ -162,7 +164,7 @@ def resolve(
     for state in state_dirs():
         real_state = _real(state)
         if _under_any(real_state, writable):
-            add(real_state, _kind(real_state), "stockade's own state (cache, config)")
+            add(real_state, _kind(real_state), "stockade's own state (cache, config, sessions)")
 
     deny: list[DeniedPath] = []
     deny_seen: set[str] = set()

@@ -1,0 +1,480 @@
+"""The click commands `exec`, `chat` and `resume` (loaded only when one of them runs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from agent.loop import Limits
+from agent.models.base import ModelClient
+from agent.orchestrator import APPROVAL_POLICIES
+from agent.protocol import (
+    AgentMessage,
+    ApprovalDecision,
+    ApprovalRequest,
+    Event,
+    Interrupt,
+    Shutdown,
+    TerminalReason,
+    TurnCompleted,
+    TurnStarted,
+    UserInput,
+)
+from agent.render import ANSWERS, Renderer, approval_question
+from agent.runner import AgentSettings, EventSink, open_agent
+from sandbox.cli_full import _collect, _load, _policy_options
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LIMIT, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 3, 125, 130
+EXIT_FOR = {
+    TerminalReason.COMPLETED: EXIT_OK,
+    TerminalReason.MODEL_ERROR: EXIT_FAILED,
+    TerminalReason.MAX_TURNS: EXIT_LIMIT,
+    TerminalReason.BUDGET_EXHAUSTED: EXIT_LIMIT,
+    TerminalReason.PROMPT_TOO_LONG: EXIT_LIMIT,
+    TerminalReason.INTERRUPTED: EXIT_INTERRUPTED,
+}
+
+EXEC_HELP = """Let an agent do PROMPT in the workspace; every command it runs is sandboxed.
+
+\b
+Examples:
+  stockade exec "make the failing test in tests/test_api.py pass"
+  stockade exec --policy read-only "explain how the config loader works"
+  git diff | stockade exec -                  # PROMPT from stdin
+  stockade exec --json -o last.txt "fix lint errors"   # JSONL events on stdout
+
+\b
+The model: --provider/--model/--base-url, else [agent] in ~/.config/stockade/config.toml,
+else STOCKADE_PROVIDER / STOCKADE_MODEL / STOCKADE_BASE_URL and the provider's key
+(ANTHROPIC_API_KEY, OPENAI_API_KEY). Local servers: --provider ollama --model qwen2.5-coder,
+or --provider openai-chat --base-url http://127.0.0.1:8080/v1 (llama.cpp, vLLM, LM Studio).
+
+\b
+Progress (streamed text, each command with its exit code, denials) goes to stderr;
+the final message to stdout (with --json: one JSON event per line on stdout instead).
+The session is saved; `stockade resume ID` continues it.
+
+\b
+Exit codes:
+  0    completed
+  1    the model failed (after retries)
+  2    bad usage or configuration (e.g. no model configured: the message says what to set)
+  3    a limit ended the turn (--max-turns, --max-time, --token-budget, prompt too long)
+  125  the sandbox could not be set up (see `stockade doctor`)
+  130  interrupted (Ctrl-C)
+"""
+
+
+def _agent_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--model", "-m", metavar="NAME", help="Model name (default: the provider's default)."),
+        click.option("--provider", metavar="NAME",
+                     help="anthropic | openai (Responses API) | openai-chat (any Chat Completions server) | ollama."),
+        click.option("--base-url", metavar="URL", help="API base URL (local or proxy servers)."),
+        click.option("--approval", type=click.Choice(APPROVAL_POLICIES), default=None,
+                     help="When to ask you: untrusted (before anything not known read-only), on-failure (after a "
+                          "sandbox denial), on-request (when the model asks to leave the sandbox), never "
+                          "(default for exec: denials go back to the model)."),
+        click.option("--max-turns", type=click.IntRange(1), default=None, help="Most model calls per task (50)."),
+        click.option("--max-time", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
+                     help="Wall-clock limit for the whole run."),
+        click.option("--token-budget", type=click.IntRange(1), default=None, metavar="TOKENS",
+                     help="Stop once this many input+output tokens are spent."),
+        click.option("--ephemeral", is_flag=True, help="Do not save the session transcript."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return _policy_options(func)
+
+
+@dataclass
+class Prepared:
+    settings: AgentSettings
+    client: ModelClient
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"stockade: {message}", err=True)
+    sys.exit(code)
+
+
+def _user_agent_settings(no_config: bool) -> dict[str, Any]:
+    if no_config:
+        return {}
+    from policies.config import PolicyError, read_toml, user_config_path
+
+    path = user_config_path()
+    if not path.is_file():
+        return {}
+    try:
+        return dict(read_toml(path).get("agent", {}))
+    except PolicyError as exc:
+        _fail(str(exc))
+        raise AssertionError from exc  # unreachable
+
+
+def _prepare(kw: dict[str, Any], *, default_approval: str, resume: Any = None) -> Prepared:
+    from agent.models import make_client
+    from agent.models.base import ModelError
+    from agent.models.config import resolve_config
+
+    policy_kw = {k: v for k, v in kw.items() if k not in ("model", "provider", "base_url", "approval", "max_turns",
+                                                         "max_time", "token_budget", "ephemeral")}
+    file_settings = _user_agent_settings(bool(kw.get("no_config")))
+    meta = resume.meta if resume is not None else None
+    if meta is not None:
+        policy_kw.setdefault("cwd", None)
+        policy_kw["cwd"] = policy_kw["cwd"] or meta.cwd
+        policy_kw["policy"] = policy_kw.get("policy") or meta.policy
+        if not os.path.isdir(meta.cwd):
+            _fail(f"the session's workspace {meta.cwd} no longer exists")
+    policy = _load(_collect(policy_kw))
+    try:
+        config = resolve_config(provider=kw.get("provider") or (meta.provider if meta else None),
+                                model=kw.get("model") or (meta.model if meta else None),
+                                base_url=kw.get("base_url") or (meta.base_url if meta else None),
+                                settings=file_settings)
+    except ModelError as exc:
+        _fail(exc.message)
+        raise
+    approval = kw.get("approval") or (meta.approval if meta else None) or file_settings.get("approval") \
+        or default_approval
+    if approval not in APPROVAL_POLICIES:
+        _fail(f"approval {approval!r} is not one of {', '.join(APPROVAL_POLICIES)}")
+    limits = Limits(max_turns=kw.get("max_turns") or int(file_settings.get("max_turns", 50)),
+                    wall_time=kw.get("max_time"), token_budget=kw.get("token_budget"))
+    settings = AgentSettings(policy=policy, approval=approval, policy_name=str(policy_kw.get("policy") or ""),
+                             limits=limits, backend=str(policy_kw.get("backend") or "auto"),
+                             persist=not kw.get("ephemeral"), resume=resume, base_url=config.base_url)
+    try:
+        client = make_client(config)
+    except TypeError as exc:  # an unknown key in [agent] options reaches the client's constructor
+        _fail(f"[agent] options in {_config_name()}: {exc}")
+        raise
+    except ModelError as exc:
+        _fail(exc.message)
+        raise
+    return Prepared(settings, client)
+
+
+def _config_name() -> str:
+    from policies.config import user_config_path
+
+    return str(user_config_path())
+
+
+# -- exec -----------------------------------------------------------------------------------------------
+
+
+class TerminalApprover:
+    """Answers approval requests on the controlling terminal; without one, denies and says so."""
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+        try:
+            self.tty: Any = open("/dev/tty", "r+")
+        except OSError:
+            self.tty = None
+
+    async def __call__(self, request: ApprovalRequest) -> str:
+        if self.tty is None:
+            self.renderer(_warning(f"approval needed but there is no terminal to ask: denied ({request.kind})"))
+            return "denied"
+        question = approval_question(request) + "\n> "
+
+        def ask() -> str:
+            self.tty.write(question)
+            self.tty.flush()
+            return self.tty.readline()
+
+        while True:
+            line = await trio.to_thread.run_sync(ask, abandon_on_cancel=True)
+            if not line:
+                return "denied"
+            answer = ANSWERS.get(line.strip().lower())
+            if answer:
+                return answer
+
+    def close(self) -> None:
+        if self.tty is not None:
+            self.tty.close()
+
+
+def _warning(message: str) -> Event:
+    from agent.protocol import Warning
+
+    return Warning(message=message)
+
+
+async def _run_headless(prepared: Prepared, prompt: str | None, as_json: bool, output: Path | None) -> int:
+    """One turn, no interaction except approval prompts on the terminal."""
+    from sandbox.backends.base import SandboxSetupError
+
+    sink = EventSink()
+    renderer = Renderer()
+    approver = TerminalApprover(renderer)
+    last_message = ""
+    final: TurnCompleted | None = None
+    interrupted = False
+
+    drained = trio.Event()
+
+    async def consume(agent: Any) -> None:
+        nonlocal last_message
+        try:
+            await _consume(agent)
+        finally:
+            drained.set()
+
+    async def _consume(agent: Any) -> None:
+        nonlocal last_message
+        async for event in sink.events():
+            if isinstance(event, AgentMessage):
+                last_message = event.text
+            if as_json:
+                sys.stdout.write(event.model_dump_json() + "\n")
+                sys.stdout.flush()
+            else:
+                renderer(event)
+            if isinstance(event, ApprovalRequest):
+                decision = await approver(event)
+                agent.orchestrator.decide(event.call_id, decision)
+
+    async def on_sigint(agent: Any, cancel: trio.CancelScope) -> None:
+        nonlocal interrupted
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if interrupted:
+                    cancel.cancel()  # second Ctrl-C: stop now
+                interrupted = True
+                agent.interrupt()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            async with open_agent(prepared.settings, prepared.client, sink) as agent:
+                nursery.start_soon(consume, agent)
+                nursery.start_soon(on_sigint, agent, nursery.cancel_scope)
+                final = await agent.turn(prompt)
+            sink.send.close()
+            with trio.move_on_after(5):  # let the consumer print the last events, then stop
+                await drained.wait()
+            nursery.cancel_scope.cancel()
+    except SandboxSetupError as exc:
+        click.echo(f"stockade: the sandbox could not be set up: {exc}", err=True)
+        return EXIT_SETUP
+    finally:
+        approver.close()
+    if output is not None and last_message:
+        output.write_text(last_message + ("" if last_message.endswith("\n") else "\n"))
+    if final is None:
+        return EXIT_INTERRUPTED
+    if not as_json and final.last_message:
+        sys.stdout.write(final.last_message + ("" if final.last_message.endswith("\n") else "\n"))
+    if final.reason is TerminalReason.INTERRUPTED and not interrupted:
+        return EXIT_FAILED  # e.g. aborted from an approval prompt
+    return EXIT_FOR.get(final.reason, EXIT_FAILED)
+
+
+def _read_prompt(prompt: str) -> str:
+    if prompt == "-":
+        text = sys.stdin.read()
+        if not text.strip():
+            _fail("PROMPT is '-' but stdin was empty")
+        return text
+    if not prompt.strip():
+        _fail("PROMPT is empty")
+    return prompt
+
+
+@click.command("exec", help=EXEC_HELP, short_help="Let an agent do a task, every command sandboxed.")
+@_agent_options
+@click.option("--json", "as_json", is_flag=True, help="Print every event as one JSON line on stdout.")
+@click.option("-o", "--output-last-message", "output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the agent's last message to FILE.")
+@click.argument("prompt")
+def exec_command(prompt: str, as_json: bool, output: Path | None, **kw: Any) -> None:
+    text = _read_prompt(prompt)
+    prepared = _prepare(kw, default_approval="never")
+    sys.exit(trio.run(_run_headless, prepared, text, as_json, output))
+
+
+# -- chat -----------------------------------------------------------------------------------------------
+
+CHAT_HELP = """Talk to the agent interactively; every command it runs is sandboxed.
+
+\b
+Type a task and press Enter. While the agent works, lines you type steer it
+(they reach the model before its next call); Ctrl-C interrupts the turn (the
+running command is killed, the session lives on); Ctrl-D or /exit quits.
+Approval prompts appear on the terminal: y(es), a(lways this session), n(o),
+x (no, and stop the turn). The default approval policy is on-request: the
+model may ask to run a command outside the sandbox, and you decide.
+"""
+
+
+async def _run_chat(prepared: Prepared, first: str | None) -> int:
+    from sandbox.backends.base import SandboxSetupError
+
+    sink = EventSink()
+    renderer = Renderer(show_output=True)
+    ops_send, ops_receive = trio.open_memory_channel[Any](100)
+    pending: list[ApprovalRequest] = []
+    state = {"turn": False, "idle_sigint": 0}
+
+    async def consume() -> None:
+        async for event in sink.events():
+            if isinstance(event, TurnStarted):
+                state["turn"] = True
+                renderer.working(trio.current_time())
+            elif isinstance(event, TurnCompleted):
+                state["turn"] = False
+                renderer.working(None)
+            renderer(event)
+            if isinstance(event, ApprovalRequest):
+                pending.append(event)
+                renderer.working(None)
+                sys.stderr.write(approval_question(event) + "\n> ")
+                sys.stderr.flush()
+            elif isinstance(event, TurnCompleted):
+                sys.stderr.write("\n> ")
+                sys.stderr.flush()
+
+    async def ticker() -> None:
+        while True:
+            await trio.sleep(0.5)
+            if state["turn"] and not pending:
+                renderer.tick()
+
+    async def read_lines(cancel: trio.CancelScope) -> None:
+        if first:
+            await ops_send.send(UserInput(text=first))
+        else:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+        while True:
+            line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+            if not line:  # end of input: let the running turn finish, then stop
+                await ops_send.send(Shutdown(graceful=True))
+                return
+            if line.strip() in ("/exit", "/quit"):
+                await ops_send.send(Shutdown())
+                return
+            text = line.rstrip("\n")
+            if pending:
+                answer = ANSWERS.get(text.strip().lower())
+                if answer is None:
+                    sys.stderr.write("answer y, a, n or x\n> ")
+                    continue
+                request = pending.pop(0)
+                renderer.working(trio.current_time())
+                await ops_send.send(ApprovalDecision(call_id=request.call_id, decision=answer))  # type: ignore[arg-type]
+            elif text.strip():
+                await ops_send.send(UserInput(text=text))
+                if state["turn"]:
+                    renderer(_warning("noted: this goes to the model before its next call"))
+
+    async def on_sigint() -> None:
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            async for _ in signals:
+                if state["turn"]:
+                    pending.clear()
+                    await ops_send.send(Interrupt())
+                else:
+                    state["idle_sigint"] += 1
+                    if state["idle_sigint"] >= 2:
+                        await ops_send.send(Shutdown())
+                        return
+                    sys.stderr.write("\n(Ctrl-C again, Ctrl-D or /exit to quit)\n> ")
+                    sys.stderr.flush()
+
+    try:
+        async with trio.open_nursery() as nursery, open_agent(prepared.settings, prepared.client, sink) as agent:
+            nursery.start_soon(consume)
+            nursery.start_soon(ticker)
+            nursery.start_soon(on_sigint)
+            nursery.start_soon(read_lines, nursery.cancel_scope)
+            await agent.serve(ops_receive)
+            nursery.cancel_scope.cancel()
+    except SandboxSetupError as exc:
+        click.echo(f"stockade: the sandbox could not be set up: {exc}", err=True)
+        return EXIT_SETUP
+    sys.stderr.write("\n")
+    return EXIT_OK
+
+
+@click.command("chat", help=CHAT_HELP, short_help="Work with the agent interactively.")
+@_agent_options
+@click.argument("prompt", required=False)
+def chat(prompt: str | None, **kw: Any) -> None:
+    prepared = _prepare(kw, default_approval="on-request")
+    sys.exit(trio.run(_run_chat, prepared, prompt))
+
+
+# -- resume ---------------------------------------------------------------------------------------------
+
+RESUME_HELP = """Continue a saved agent session (ID: a unique prefix of its id, or `last`).
+
+\b
+  stockade resume --list                 the saved sessions, newest first
+  stockade resume last "now add tests"   one more task, headless (like exec)
+  stockade resume 3f2a                   continue where it stopped (e.g. after a crash), or chat
+
+Without PROMPT: a session that stopped mid-turn (killed, interrupted) is
+continued headless; otherwise an interactive chat starts on a terminal.
+The workspace, policy, approval and model of the session are reused unless
+given again as options.
+"""
+
+
+@click.command("resume", help=RESUME_HELP, short_help="Continue a saved agent session.")
+@_agent_options
+@click.option("--list", "list_only", is_flag=True, help="List saved sessions and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print every event as one JSON line on stdout.")
+@click.option("-o", "--output-last-message", "output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the agent's last message to FILE.")
+@click.argument("session_id", required=False)
+@click.argument("prompt", required=False)
+def resume(session_id: str | None, prompt: str | None, list_only: bool, as_json: bool, output: Path | None,
+           **kw: Any) -> None:
+    from agent.items import AssistantMessage, ToolResult, UserMessage
+    from agent.rollout import RolloutError, age, find_session, list_sessions, load
+
+    if list_only:
+        rows = list_sessions()
+        if not rows:
+            click.echo("no saved sessions")
+        for sid, mtime, path in rows:
+            try:
+                meta = load(path).meta
+                click.echo(f"{sid}  {age(mtime):>8}  {meta.provider}/{meta.model}  {meta.cwd}")
+            except RolloutError as exc:
+                click.echo(f"{sid}  {age(mtime):>8}  (unreadable: {exc})")
+        return
+    if not session_id:
+        _fail("give a session id (or `last`); `stockade resume --list` shows them")
+    try:
+        loaded = load(find_session(str(session_id)))
+    except (RolloutError, OSError) as exc:
+        _fail(str(exc))
+        raise
+    for note in loaded.warnings:
+        click.echo(f"stockade: warning: {note}", err=True)
+    prepared = _prepare(kw, default_approval="never", resume=loaded)
+    if prompt is not None:
+        code = trio.run(_run_headless, prepared, _read_prompt(prompt), as_json, output)
+        sys.exit(code)
+    last = loaded.items[-1] if loaded.items else None
+    if isinstance(last, UserMessage | ToolResult) or (isinstance(last, AssistantMessage) and last.tool_calls):
+        # It stopped before the model answered (killed or interrupted mid-turn): carry on.
+        sys.exit(trio.run(_run_headless, prepared, None, as_json, output))
+    if sys.stdin.isatty():
+        sys.exit(trio.run(_run_chat, prepared, None))
+    _fail("the session ended cleanly and stdin is not a terminal: give a PROMPT to continue it")

@@ -1,0 +1,139 @@
+"""Wiring: a model client, a confined session, the orchestrator and the transcript, around one Agent.
+
+Front ends (`stockade exec`, `stockade chat`, tests, benchmarks) call
+`open_agent` and then speak only the protocol: they read events from the
+channel it returns and send ops (or call `agent.turn`).
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from agent.context import Context
+from agent.items import Item
+from agent.loop import Agent, Limits
+from agent.models.base import ModelClient
+from agent.orchestrator import Orchestrator
+from agent.prompt import AGENTS_MD_MAX_BYTES, system_prompt
+from agent.protocol import Event, SessionEnded, SessionStarted, Warning
+from agent.rollout import LoadedSession, Rollout, SessionMeta, new_session_id
+from agent.tools import Tool, default_tools
+from policies.model import SandboxPolicy
+
+
+@dataclass
+class AgentSettings:
+    policy: SandboxPolicy
+    approval: str = "on-request"
+    policy_name: str = ""
+    limits: Limits = field(default_factory=Limits)
+    backend: str = "auto"
+    persist: bool = True  # write a transcript (False: --ephemeral)
+    max_output_tokens: int | None = None
+    window_tokens: int | None = None
+    resume: LoadedSession | None = None
+    base_url: str | None = None
+
+
+class EventSink:
+    """The agent's side of the event channel: never blocks the loop; a gone consumer is ignored."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = trio.open_memory_channel[Event](math.inf)
+
+    def __call__(self, event: Event) -> None:
+        try:
+            self.send.send_nowait(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def aemit(self, event: Event) -> None:
+        self(event)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event until the channel closes; one wake-up takes everything buffered (no checkpoint per event)."""
+        receive = self.receive
+        while True:
+            try:
+                event = await receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            yield event
+            while True:
+                try:
+                    event = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                yield event
+
+
+async def read_agents_md(session: object) -> tuple[str | None, str | None]:
+    """AGENTS.md at the workspace root, read through the sandbox (a symlink to a secret stays unread)."""
+    from sandbox.session import FileOpError
+
+    try:
+        content = await session.aread_file("AGENTS.md", AGENTS_MD_MAX_BYTES)  # type: ignore[attr-defined]
+    except FileOpError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None, None
+        return None, f"AGENTS.md not read: {exc}"
+    text = content.data.decode("utf-8", "replace")
+    note = f"AGENTS.md is {content.size} bytes; only the first {len(content.data)} are used" if content.truncated \
+        else None
+    return text, note
+
+
+@asynccontextmanager
+async def open_agent(settings: AgentSettings, client: ModelClient, sink: EventSink,
+                     tools: list[Tool] | None = None) -> AsyncIterator[Agent]:
+    from sandbox.session import Session
+
+    policy = settings.policy
+    tools = tools if tools is not None else default_tools()
+    session = Session(policy, backend=settings.backend)
+    async with session:
+        agents_md, note = await read_agents_md(session)
+        if note:
+            sink(Warning(message=note))
+        orchestrator = Orchestrator(session, policy, tools, settings.approval,  # type: ignore[arg-type]
+                                    emit=sink.aemit, emit_nowait=sink)
+        system = system_prompt(policy, settings.approval, session.backend, agents_md)
+        items: list[Item] = []
+        rollout: Rollout | None = None
+        if settings.resume is not None:
+            session_id = settings.resume.meta.session_id
+            items = list(settings.resume.items)
+            if settings.persist:
+                rollout = Rollout(settings.resume.path)
+        else:
+            session_id = new_session_id()
+            if settings.persist:
+                rollout = Rollout.create(SessionMeta(
+                    session_id=session_id, cwd=policy.workspace, provider=client.provider, model=client.model,
+                    policy=settings.policy_name or policy.mode.value, approval=settings.approval,
+                    base_url=settings.base_url))
+        agent = Agent(client, orchestrator, Context(items, settings.window_tokens), system, sink,
+                      tools=[t.spec() for t in tools], limits=settings.limits, rollout=rollout,
+                      max_output_tokens=settings.max_output_tokens)
+        agent.session_id = session_id  # type: ignore[attr-defined]
+        if settings.resume is not None:
+            agent._close_open_calls()  # killed mid-tool: those calls get a synthetic result
+        sink(SessionStarted(session_id=session_id, provider=client.provider, model=client.model,
+                            cwd=policy.workspace, sandbox=f"{policy.mode.value} ({session.backend})",
+                            approval=settings.approval, rollout_path=str(rollout.path) if rollout else None,
+                            resumed=settings.resume is not None))
+        try:
+            yield agent
+        finally:
+            with trio.CancelScope(shield=True):
+                await orchestrator.aclose()
+                if rollout is not None:
+                    rollout.close()
+                await client.aclose()
+                sink(SessionEnded(session_id=session_id))
