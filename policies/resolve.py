@@ -43,6 +43,12 @@ class ResolvedPolicy:
     # Host paths under a private tmp dir that must stay visible (read-only): the
     # command's own program or virtualenv living in /tmp. See `programs_in_tmp`.
     show: tuple[str, ...] = field(default_factory=tuple)
+    # Existing directories between a writable root and a protected path below it
+    # (`~/.local` and `~/.local/state` for `~/.local/state/stockade`). Each is
+    # mounted onto itself, still writable, so it cannot be renamed away: a
+    # rename would carry the protected path off and let the command build a
+    # fresh, unprotected one in its place (EBUSY instead). See `pinned_ancestors`.
+    pinned: tuple[str, ...] = field(default_factory=tuple)
 
 
 def _real(path: str) -> str:
@@ -191,7 +197,27 @@ def resolve(
         deny_read=tuple(deny),
         home=host.home,
         problems=tuple(problems),
+        pinned=pinned_ancestors([p.path for p in protected], writable),
     )
+
+
+def pinned_ancestors(paths: list[str], writable: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The existing real directories strictly between each path and the deepest writable root holding it."""
+    out: dict[str, None] = {}
+    for path in paths:
+        roots = [w for w in writable if _under(path, w) and path != w]
+        if not roots:
+            continue
+        root = max(roots, key=len)
+        parent = os.path.dirname(path)
+        chain = []
+        while parent != root and _under(parent, root) and parent != os.path.dirname(parent):
+            chain.append(parent)
+            parent = os.path.dirname(parent)
+        for anc in reversed(chain):
+            if os.path.isdir(anc) and not os.path.islink(anc):
+                out[anc] = None
+    return tuple(sorted(out, key=lambda p: (p.count("/"), p)))
 
 
 def _under(path: str, root: str) -> bool:

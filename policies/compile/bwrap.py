@@ -266,6 +266,14 @@ def bwrap_argv(
             args = ("--perms", "0555", "--tmpfs", path, "--remount-ro", path)
         mounts.append(_Mount(path, _PROTECT, args))
 
+    # Directories between a writable root and a protected path: mounted onto
+    # themselves (still writable), so renaming one away, protected path and all,
+    # fails with EBUSY instead of leaving an unprotected copy to be rebuilt.
+    for anc in rp.pinned:
+        path = _check(anc, "pinned directory")
+        if _owner(path, layers) == "write" and not denied(path) and path not in seen_protected:
+            mounts.append(_Mount(path, _WRITE, ("--bind", path, path)))
+
     if not network_on:
         proxy = _check(proxy_dir, "proxy_dir") if proxy_dir is not None else None
         for s in dict.fromkeys(hide_sockets):

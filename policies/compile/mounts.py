@@ -246,6 +246,11 @@ def mount_plan(
     for root in rp.writable:
         ops.append(Bind(root, root, readonly=False, host=view is not None, why="writable root"))
 
+    for anc in rp.pinned:  # see ResolvedPolicy.pinned: a mountpoint cannot be renamed away
+        if any(_under(anc, w) and anc != w for w in rp.writable):
+            ops.append(Bind(anc, anc, readonly=False, host=view is not None, optional=True,
+                            why="pinned: holds a protected path"))
+
     stubs: list[str] = []
     for prot in rp.protected:
         if not any(_under(prot.path, w) for w in rp.writable):

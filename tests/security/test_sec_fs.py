@@ -474,3 +474,26 @@ def test_missing_protected_path_stays_protected_across_concurrent_runs(backend, 
         long_run.join(30)
     assert results, "the long run did not finish"
     assert not os.path.lexists(box.ws / ".stockade"), f".stockade was created on the host\n{results[0].why}"
+
+
+ANCESTOR_MOVES = {
+    "mv-top": "mv dot dot2 && mkdir -p dot/config/stockade && echo 'profile = \"full-access\"' > "
+              "dot/config/stockade/config.toml",
+    "mv-middle": "mv dot/config dot/config2 && mkdir -p dot/config/stockade && echo pwned > "
+                 "dot/config/stockade/config.toml",
+    "rm-and-rebuild": "rm -rf dot; mkdir -p dot/config/stockade && echo pwned > dot/config/stockade/config.toml",
+}
+
+
+@pytest.mark.parametrize("how", ANCESTOR_MOVES)
+def test_protected_state_dir_cannot_be_carried_off_by_renaming_an_ancestor(backend, mode, how, box, run_in,
+                                                                         monkeypatch):
+    """stockade's own config under a writable root: renaming a parent must not let the command rebuild it."""
+    config = box.ws / "dot" / "config" / "stockade" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'profile = "read-only"  # {box.marker}\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(box.ws / "dot" / "config"))
+    before = snap(box.ws / "dot")
+    r = run_in(backend, mode, f"( {ANCESTOR_MOVES[how]} ) 2>&1; echo attempted")
+    assert snap(box.ws / "dot") == before, f"{how!r} changed the protected config's tree\n{r.why}"
+    assert not any(os.path.lexists(box.ws / p) for p in ("dot2", "dot/config2")), r.why
