@@ -252,7 +252,9 @@ class Agent:
         """Replace the history by the model's own handoff summary (dropping the oldest items if even that overflows)."""
         drop = 0
         while True:
-            request = ModelRequest(self.system, tuple(self.context.compaction_source(drop)), (),
+            # The tools stay declared (providers reject tool calls in a history without them); the
+            # prompt asks for text only, and only the text is kept.
+            request = ModelRequest(self.system, tuple(self.context.compaction_source(drop)), self.tools,
                                    self.max_output_tokens)
             try:
                 completed = None

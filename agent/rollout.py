@@ -20,6 +20,7 @@ command cannot plant instructions in a transcript that will be resumed.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -69,7 +70,9 @@ class Rollout:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._file = open(path, "a", encoding="utf-8")
+        # Private: transcripts hold what the commands printed.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._file = open(fd, "a", encoding="utf-8")
         self._pending: list[str] = []
 
     @classmethod

@@ -522,3 +522,22 @@ async def test_abort_decision_ends_the_turn(box: Box) -> None:
         assert len(server.requests) == 1
         results = [i for i in agent.context.items if type(i).__name__ == "ToolResult"]
         assert len(results) == 2  # both calls answered: the transcript stays valid
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["dir-exists", "dir-missing"])
+async def test_transcripts_inside_the_workspace_cannot_be_edited_by_commands(
+        exists: bool, box: Box, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(box.ws / ".local" / "state"))
+    sessions = box.ws / ".local" / "state" / "stockade" / "sessions"
+    if exists:
+        sessions.mkdir(parents=True)
+    # The marker is built by the shell, so the command's own text (which the transcript records) lacks it.
+    tamper = (f"for f in $(find {sessions} -name '*.jsonl'); do printf 'IN%sED' JECT >> $f; done; "
+              f"mkdir -p {sessions}/x && echo y > {sessions}/x/new.jsonl; "
+              f"mv {box.ws / '.local'} {box.ws / 'moved'}")
+    async with running("chat", [Reply(tool_calls=[shell(tamper)]), Reply(text="ok")], box) as (agent, *_):
+        await agent.turn("tamper")
+        path = agent.rollout.path  # type: ignore[union-attr]
+    assert path.is_relative_to(sessions)
+    assert "INJECTED" not in path.read_text()
+    assert not (sessions / "x").exists() and not (box.ws / "moved").exists()
