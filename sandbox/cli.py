@@ -26,6 +26,9 @@ EXIT_SETUP = 125
 EXIT_NOEXEC = 126
 EXIT_NOTFOUND = 127
 
+# sandbox.backends.ALL_BACKENDS, spelled out here so the hot path's usage check imports nothing.
+BACKENDS = ("auto", "bwrap", "landlock", "seatbelt", "windows", "none")
+
 # name, takes value, repeatable, help
 RUN_OPTIONS: tuple[tuple[str, str | None, bool, str], ...] = (
     ("--policy", "NAME|FILE", False,
@@ -40,8 +43,9 @@ RUN_OPTIONS: tuple[tuple[str, str | None, bool, str], ...] = (
      "Allow this domain (`*.example.com`: its subdomains; `host:port`: that port only; default ports "
      "80 and 443) through the proxy; implies --network allowlist (repeatable)."),
     ("--timeout", "SECONDS", False, "Wall timeout; the whole process tree is killed (exit 124)."),
-    ("--backend", "auto|bwrap|landlock|none", False,
-     "Enforcement backend; auto picks the strongest that gives every protection the policy needs."),
+    ("--backend", "|".join(BACKENDS), False,
+     "Enforcement backend; auto picks the strongest that gives every protection the policy needs on this "
+     "platform (Linux: bwrap, else landlock; macOS: seatbelt; Windows: windows). none: full-access only."),
     ("--env", "NAME[=VALUE]", True,
      "Pass one variable through even if it looks secret, or set it (repeatable)."),
     ("--json", None, False, "Print the Result as one JSON object on stdout instead of streaming."),
@@ -152,8 +156,8 @@ def run_command(args: list[str]) -> int:
         return EXIT_USAGE
     as_json = bool(parsed.options.get("--json"))
     backend = str(parsed.options.get("--backend", "auto"))
-    if backend not in ("auto", "bwrap", "landlock", "none"):
-        _err(f"--backend: {backend!r} is not one of auto, bwrap, landlock, none")
+    if backend not in BACKENDS:
+        _err(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
         return EXIT_USAGE
 
     from policies.env import FALLBACK_PATH
@@ -194,8 +198,9 @@ def run_command(args: list[str]) -> int:
         received.append(signum)
         raise KeyboardInterrupt
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _terminate)
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):  # Windows has no SIGHUP
+        if signum is not None:
+            signal.signal(signum, _terminate)
     try:
         result = run(
             command,

@@ -14,8 +14,16 @@ Decisions kept here:
 - Exit code and signal are reported as they happened; a timeout is a
   `timed_out` flag plus a Denial, not a made-up exit code.
 
+Platforms: Linux is the reference. macOS runs the same POSIX supervisor
+without the Linux-only pieces: no cgroup (limits are rlimits only), no
+prctl, no pidfd (a kqueue EVFILT_PROC watch wakes the loop instead; `os.waitid`
+does not exist there), tree kill by process group plus a psutil walk.
+Windows has no fork, no process groups to kill, no wait4 and no `resource`:
+`run` hands the prepared launch to `sandbox.execute_windows` (job object,
+pipes read by threads, exit code from the process handle).
+
 Cold start: stdlib only at import time; psutil is imported only when a live
-tree has to be killed.
+tree has to be killed. Nothing platform-specific is imported on Linux.
 """
 
 from __future__ import annotations
@@ -23,10 +31,10 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import resource
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,7 +44,7 @@ from policies.host import HostFacts
 from policies.model import NetworkMode, SandboxPolicy
 from policies.resolve import ResolvedPolicy, resolve
 from sandbox.backends import choose
-from sandbox.backends.base import Launch, SandboxSetupError
+from sandbox.backends.base import Backend, Launch, SandboxSetupError
 from sandbox.cgroup import RunCgroup, create
 from sandbox.detect import host_facts
 from sandbox.limits import child_limits, limits_protection, make_preexec
@@ -44,6 +52,7 @@ from sandbox.result import Denial, Result
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~3 ms of every cold start)
 if TYPE_CHECKING:
+    import resource
     from typing import IO
 
     from sandbox.proxy import FilteringProxy
@@ -140,11 +149,15 @@ class Spawned:
     stdout: int | None  # our read ends (None once handed over or closed)
     stderr: int | None
     stdin: int | None  # our write end when stdin is a pipe
-    pidfd: int | None
+    pidfd: int | None  # readable once the main process exits (a pidfd, or macOS's kqueue watch)
     started: float
     reaped: bool = False
+    watch: object | None = None  # macOS: the select.kqueue owning `pidfd` (closed with it, not by fd)
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()  # type: ignore[attr-defined]
+            self.watch = self.pidfd = None
         for fd in (self.stdout, self.stderr, self.stdin, self.pidfd):
             _close(fd)
         self.stdout = self.stderr = self.stdin = self.pidfd = None
@@ -178,6 +191,8 @@ def prepare(
     chosen, protections = choose(rp, host, backend)
     child_env = build_env(policy, os.environ if env is None else env, tmpdir="/tmp")
     proxy = _start_proxy(policy, chosen.name)
+    if sys.platform == "win32":
+        return _prepare_windows(argv, policy, rp, host, chosen, protections, child_env, proxy, timeout)
     try:
         cgroup, warnings = create(host.cgroup, policy.limits)
     except BaseException:
@@ -205,12 +220,15 @@ def prepare(
         if proxy is not None:
             proxy.close()
         raise
+    final = {**protections, **launch.protections, "limits": limits_protection(host)}
+    if sys.platform == "darwin":
+        final["tree-kill"] = MACOS_TREE_KILL
     return Prepared(
         argv=list(argv),
         policy=policy,
         launch=launch,
         backend=chosen.name,
-        protections={**protections, **launch.protections, "limits": limits_protection(host)},
+        protections=final,
         timeout=policy.limits.timeout if timeout is None else timeout,
         cgroup=cgroup,
         warnings=warnings,
@@ -219,8 +237,42 @@ def prepare(
     )
 
 
-# Backends that run the command in a private network namespace behind `sandbox.proxy` when asked.
-PROXIED_BACKENDS = ("bwrap", "landlock")
+MACOS_TREE_KILL = ("best-effort: process group + a walk of the live descendants; macOS has no cgroup, "
+                   "pid namespace or child subreaper, so a setsid() daemon whose parent already exited escapes")
+
+
+def _prepare_windows(argv: list[str], policy: SandboxPolicy, rp: ResolvedPolicy, host: HostFacts, chosen: Backend,
+                     protections: dict[str, str], child_env: dict[str, str], proxy: FilteringProxy | None,
+                     timeout: float | None) -> Prepared:
+    """`prepare` for Windows: no cgroup, no rlimits, no pre-exec hook (there is no fork to hook)."""
+    try:
+        if proxy is not None:
+            launch = chosen.launch(rp, host, list(argv), child_env, proxy=proxy)  # type: ignore[call-arg]
+        else:
+            launch = chosen.launch(rp, host, list(argv), child_env)
+    except BaseException:
+        if proxy is not None:
+            proxy.close()
+        raise
+    launch.preexec_fn = None
+    return Prepared(
+        argv=list(argv),
+        policy=policy,
+        launch=launch,
+        backend=chosen.name,
+        protections={**protections, **launch.protections, "limits": limits_protection(host)},
+        timeout=policy.limits.timeout if timeout is None else timeout,
+        cgroup=None,
+        resolved=rp,
+        proxy=proxy,
+    )
+
+
+# Backends that run the command behind `sandbox.proxy` for an allowlist: bwrap and landlock in a
+# private network namespace (Unix socket + relay); seatbelt and windows, which have no namespace to
+# carry a Unix socket into, through the proxy's loopback TCP listener.
+PROXIED_BACKENDS = ("bwrap", "landlock", "seatbelt", "windows")
+LOOPBACK_PROXY_BACKENDS = ("seatbelt", "windows")
 
 
 def _start_proxy(policy: SandboxPolicy, backend: str) -> FilteringProxy | None:
@@ -230,7 +282,7 @@ def _start_proxy(policy: SandboxPolicy, backend: str) -> FilteringProxy | None:
     from sandbox.proxy import start_proxy
 
     try:
-        return start_proxy(policy.network.allow_domains)
+        return start_proxy(policy.network.allow_domains, tcp=backend in LOOPBACK_PROXY_BACKENDS)
     except (OSError, ValueError) as exc:
         raise SandboxSetupError(f"could not start the network allowlist proxy: {exc}") from exc
 
@@ -273,18 +325,56 @@ def spawn(prep: Prepared, stdin: int | IO[bytes] | IO[str] | None = None, *, pip
         for fd in (out_w, err_w, in_r):
             _close(fd)
     started = time.monotonic()
+    watch = None
     try:
         pidfd: int | None = os.pidfd_open(popen.pid)
     except (AttributeError, OSError):
         pidfd = None
-    return Spawned(popen, popen.pid, out_r, err_r, in_w, pidfd, started)
+        if sys.platform == "darwin":
+            watch = exit_watch(popen.pid)
+            pidfd = watch.fileno() if watch is not None else None
+    return Spawned(popen, popen.pid, out_r, err_r, in_w, pidfd, started, watch=watch)
+
+
+def exit_watch(pid: int) -> object | None:
+    """A kqueue that turns readable when `pid` exits (macOS's pidfd), or None when it cannot be made.
+
+    EVFILT_PROC/NOTE_EXIT does not reap, so the never-reap-before-the-last-kill rule holds.
+    A kqueue fd can itself be polled by the selector (and by trio), like a pidfd.
+    """
+    import select
+
+    kqueue = getattr(select, "kqueue", None)
+    if kqueue is None:
+        return None
+    kq = kqueue()
+    try:
+        kq.control([select.kevent(pid, filter=select.KQ_FILTER_PROC,  # type: ignore[attr-defined]
+                                  flags=select.KQ_EV_ADD | select.KQ_EV_ONESHOT,  # type: ignore[attr-defined]
+                                  fflags=select.KQ_NOTE_EXIT)], 0, 0)  # type: ignore[attr-defined]
+    except OSError:  # ESRCH: it already exited; has_exited() polling takes over
+        kq.close()
+        return None
+    return kq
 
 
 def has_exited(pid: int) -> bool:
     """True once `pid` has exited, without reaping it (the fallback when there is no pidfd)."""
+    if not hasattr(os, "waitid"):  # macOS: CPython leaves os.waitid out there
+        return _is_zombie(pid)
     try:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
+        return True
+
+
+def _is_zombie(pid: int) -> bool:
+    """Has our unreaped child `pid` exited? Asked of psutil, which reads it without waiting."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return True
 
 
@@ -355,23 +445,26 @@ def build_result(
     *,
     timed_out: bool,
     duration: float,
+    exit_code: int | None = None,
 ) -> Result:
     """The Result, with denials for the timeout and for limits the kernel says were hit.
 
     Read before cleanup (the cgroup's counters go with it); `Prepared.finish` adds the warnings.
+    `exit_code`: the exit code as such (Windows has no wait status and no signals); `status` is then ignored.
     """
-    code = os.waitstatus_to_exitcode(status)
-    sig = -code if code < 0 else None
+    code = os.waitstatus_to_exitcode(status) if exit_code is None else exit_code
+    sig = -code if code < 0 and exit_code is None else None
     if sig is None and prep.launch.exit_folds_signals and 128 < code <= 128 + 64:
         sig = code - 128  # bwrap folds the command's signal death into 128+N
     limits = prep.policy.limits
     denials: list[Denial] = []
     if timed_out:
         denials.append(Denial("timeout", "", f"wall timeout {prep.timeout:g}s", "the process tree was killed"))
-    if sig == signal.SIGXFSZ:
+    if sig is not None and sig == signal.SIGXFSZ:  # no SIGXFSZ (and no sig) on Windows
         denials.append(Denial("limit", "file size", f"file_size_mb={limits.file_size_mb}",
                               "a write went past the file size limit (SIGXFSZ)"))
-    if sig in (signal.SIGXCPU, signal.SIGKILL) and limits.cpu_seconds and _cpu_seconds(rusage) >= limits.cpu_seconds:
+    if sig is not None and sig in (signal.SIGXCPU, signal.SIGKILL) and limits.cpu_seconds \
+            and _cpu_seconds(rusage) >= limits.cpu_seconds:
         denials.append(Denial("limit", "cpu time", f"cpu_seconds={limits.cpu_seconds}",
                               "the CPU time limit ended the process"))
     if prep.cgroup is not None:
@@ -392,11 +485,17 @@ def build_result(
         # bwrap failed before the command ran (a mount it could not make): nothing was executed.
         first = err_head.split(b"\n", 1)[0].decode("utf-8", "replace")
         denials.append(Denial("setup", "", "bwrap could not build the sandbox", first))
+    if prep.backend == "windows" and code == WINDOWS_SETUP_EXIT and err_head.startswith(WINDOWS_SETUP_PREFIX):
+        # The runner could not build the sandbox (ACLs, logon, token): nothing was executed.
+        first = err_head.split(b"\n", 1)[0].decode("utf-8", "replace")
+        denials.append(Denial("setup", "", "the Windows runner could not build the sandbox", first))
     if prep.proxy is not None:
         denials.extend(prep.proxy.denials())
     if prep.resolved is not None and prep.policy.confined:
         if prep.backend == "seatbelt":  # Seatbelt refuses sockets with EPERM too
             from sandbox.backends.seatbelt import find_denials
+        elif prep.backend == "windows":  # "Access is denied", not EACCES's text
+            from sandbox.backends.windows import find_denials  # type: ignore[assignment]
         else:
             from sandbox.denials import find_denials
 
@@ -421,6 +520,11 @@ def build_result(
         protections=dict(prep.protections),
         denials=denials,
     )
+
+
+# What `python -m sandbox.backends.windows` exits with, and prints first, when it could not set up the sandbox.
+WINDOWS_SETUP_EXIT = 125
+WINDOWS_SETUP_PREFIX = b"stockade: windows sandbox setup failed"
 
 
 def _cpu_seconds(rusage: resource.struct_rusage | None) -> float:
@@ -459,6 +563,15 @@ def run(
     if isinstance(stdin, int) and stdin < 0 and stdin != subprocess.DEVNULL:
         raise ValueError("stdin: pass bytes to feed the command, an fd or file to pass through, or None")
     prep = prepare(argv, policy, cwd=cwd, env=env, timeout=timeout, backend=backend, host=host)
+    if sys.platform == "win32":  # no fork, wait4 or killpg: the job-object runner
+        from sandbox.execute_windows import run_prepared
+
+        try:
+            result = run_prepared(prep, stdin, on_output)
+        except BaseException:
+            prep.cleanup()
+            raise
+        return prep.finish(result)
     try:
         try:
             if isinstance(stdin, bytes):

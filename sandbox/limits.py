@@ -16,20 +16,32 @@ Without a cgroup the child also becomes a child subreaper, so descendants
 orphaned by a dying middle process (`(setsid cmd &)`) reparent to the run's
 main process instead of init, and tree-kill can still find them.
 
+Platforms: on macOS there are no cgroups, no prctl (no subreaper, no
+parent-death signal) and no /proc; the kernel ignores RLIMIT_AS, so memory
+is not limited there and the run is told so; RLIMIT_NPROC counts the
+user's processes, found with psutil. On Windows there is no `resource`
+module at all: the Windows backend's job object carries the pids and
+memory limits, and the engine never calls into this module's rlimit code.
+
 Stdlib only: imported on the `stockade run` cold path.
 """
 
 from __future__ import annotations
 
 import os
-import resource
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from policies.host import HostFacts
 from policies.model import Limits
 from sandbox.cgroup import RunCgroup
+
+try:
+    import resource
+except ImportError:  # Windows: limits come from the job object (sandbox.execute_windows), not rlimits
+    resource = None  # type: ignore[assignment]
 
 MIB = 1024 * 1024
 PR_SET_CHILD_SUBREAPER = 36
@@ -56,8 +68,12 @@ def _capped(res: int, soft: int, hard: int | None = None) -> tuple[int, int, int
 def user_tasks(uid: int) -> int:
     """Tasks (threads) the uid runs now: RLIMIT_NPROC counts all of them, not only this run's.
 
-    One stat per process: /proc/<pid>/task has 2 + <threads> links.
+    One stat per process: /proc/<pid>/task has 2 + <threads> links. Without
+    /proc (macOS, whose RLIMIT_NPROC counts processes, not threads) psutil
+    counts the uid's processes.
     """
+    if sys.platform != "linux":
+        return _user_processes(uid)
     count = 0
     try:
         entries = os.scandir("/proc")
@@ -76,16 +92,36 @@ def user_tasks(uid: int) -> int:
     return count
 
 
+def _user_processes(uid: int) -> int:
+    """Processes `uid` runs now, where there is no /proc to count them (0 when psutil cannot say)."""
+    try:
+        import psutil
+    except ImportError:
+        return 0
+    count = 0
+    for proc in psutil.process_iter(["uids"]):
+        uids = proc.info.get("uids")
+        if uids is not None and uids.real == uid:
+            count += 1
+    return count
+
+
 def child_limits(limits: Limits, host: HostFacts, cgroup: RunCgroup | None) -> ChildLimits:
+    if resource is None:  # Windows: nothing runs between fork and exec; the job object holds the limits
+        return ChildLimits()
     rl = [_capped(resource.RLIMIT_CORE, 0)]
     if limits.file_size_mb:
         rl.append(_capped(resource.RLIMIT_FSIZE, limits.file_size_mb * MIB))
     if limits.cpu_seconds:
         # Soft first: SIGXCPU is catchable and reported as a limit; the hard limit then SIGKILLs.
         rl.append(_capped(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1))
-    if limits.memory_mb and (cgroup is None or cgroup.memory_dir is None):
-        rl.append(_capped(resource.RLIMIT_AS, limits.memory_mb * MIB))
     warnings: list[str] = []
+    if limits.memory_mb and (cgroup is None or cgroup.memory_dir is None):
+        if sys.platform == "darwin":
+            warnings.append(f"memory limit {limits.memory_mb} MB not enforced: macOS has no cgroups and its "
+                            "kernel ignores RLIMIT_AS")
+        else:
+            rl.append(_capped(resource.RLIMIT_AS, limits.memory_mb * MIB))
     if limits.pids and cgroup is None:
         if host.uid != 0:
             # Per-user limit: give the run `pids` tasks on top of what the user already runs.
@@ -133,6 +169,15 @@ def make_preexec(plan: ChildLimits) -> Callable[[], None]:
 
 def limits_protection(host: HostFacts) -> str:
     """How `limits` are enforced on this host, for `Result.protections` and `stockade doctor`."""
+    if host.platform == "windows":
+        return ("enforced: processes and memory by the Windows backend's job object; file size and CPU time "
+                "are not limited on Windows")
+    if host.platform == "macos":
+        if host.is_root:
+            return ("best-effort: rlimits only (file size, CPU); macOS has no cgroups, ignores RLIMIT_AS "
+                    "(memory not limited) and exempts root from RLIMIT_NPROC (pids not limited)")
+        return ("best-effort: rlimits only (processes per user, file size, CPU); macOS has no cgroups and "
+                "ignores RLIMIT_AS, so memory is not limited")
     if host.cgroup:
         return f"enforced: pids and memory by a per-run cgroup ({host.cgroup}), file size and CPU by rlimits"
     if host.is_root:

@@ -6,7 +6,16 @@ threads in the host process (stdlib sockets, no trio: `stockade run` starts
 cold) listening on a Unix socket in a private per-run directory (mode 0700),
 which the backend bind-mounts into the sandbox at the same path. Inside, the
 relay (`sandbox.proxy_relay`) turns that into 127.0.0.1:PROXY_PORT, which
-HTTP_PROXY/HTTPS_PROXY name. No host TCP port is opened.
+HTTP_PROXY/HTTPS_PROXY name. No host TCP port is opened for these backends.
+
+Backends that cannot carry a Unix socket into a network namespace (Seatbelt
+on macOS, the Windows restricted-token backend: there is no namespace) ask
+for a loopback TCP listener instead (`tcp=True`, `unix=False`): 127.0.0.1,
+an ephemeral port, exposed as `tcp_port`. Seatbelt's profile then allows
+outbound connections to `localhost:tcp_port` and nothing else. Any local
+process can reach that port too; it only ever relays to the run's allowed
+destinations, under the same checks. On Windows loopback is not filtered
+by Windows Firewall, so there the port is a convenience, not a boundary.
 
 What it accepts: `CONNECT host:port` (HTTPS and any TLS) and absolute-form
 plain HTTP (`GET http://host/path`), which is re-sent in origin form with
@@ -272,15 +281,20 @@ class FilteringProxy:
     """One run's proxy: `start()` binds the socket and starts the accept thread, `close()` undoes all of it."""
 
     def __init__(self, allow_domains: tuple[str, ...] | list[str], *, resolve: Mapping[str, str] | None = None,
-                 base: str | None = None) -> None:
+                 base: str | None = None, unix: bool = True, tcp: bool = False) -> None:
+        if not (unix or tcp):
+            raise ValueError("the proxy needs a Unix socket, a loopback TCP listener or both")
         self.allowlist = Allowlist(allow_domains)
         self.resolve = dict(resolve or {})
         self._base = base
+        self._unix, self._tcp = unix, tcp
         self.directory = ""
         self.socket_path = ""
+        self.tcp_port: int | None = None  # the loopback listener's port (tcp=True), for Seatbelt and Windows
         self.decisions: list[Decision] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
+        self._tcp_listener: socket.socket | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
         self._thread: threading.Thread | None = None
         self._open: set[socket.socket] = set()
@@ -290,20 +304,11 @@ class FilteringProxy:
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> FilteringProxy:
-        base = self._base or base_dir()
-        os.makedirs(base, mode=0o700, exist_ok=True)
-        _sweep_stale(base)
-        self.directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=base)  # mode 0700
-        self.socket_path = os.path.join(self.directory, SOCKET_NAME)
         try:
-            if len(os.fsencode(self.socket_path)) >= 108:
-                raise OSError(f"proxy socket path too long for a Unix socket: {self.socket_path}")
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._listener = listener
-            listener.bind(self.socket_path)
-            os.chmod(self.socket_path, 0o600)
-            listener.listen(128)
-            listener.setblocking(False)
+            if self._unix:
+                self._start_unix()
+            if self._tcp:
+                self._start_tcp()
             self._wake = socket.socketpair()
             self._thread = threading.Thread(target=self._accept_loop, name="stockade-proxy", daemon=True)
             self._thread.start()
@@ -311,6 +316,32 @@ class FilteringProxy:
             self.close()
             raise
         return self
+
+    def _start_unix(self) -> None:
+        base = self._base or base_dir()
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        _sweep_stale(base)
+        self.directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=base)  # mode 0700
+        self.socket_path = os.path.join(self.directory, SOCKET_NAME)
+        if len(os.fsencode(self.socket_path)) >= 108:
+            raise OSError(f"proxy socket path too long for a Unix socket: {self.socket_path}")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener = listener
+        listener.bind(self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        listener.listen(128)
+        listener.setblocking(False)
+
+    def _start_tcp(self) -> None:
+        """127.0.0.1 only, port chosen by the kernel: never a fixed port another process could hold first."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._tcp_listener = listener
+        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: no other socket may bind the same port
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        listener.setblocking(False)
+        self.tcp_port = int(listener.getsockname()[1])
 
     def close(self) -> None:
         """Stop accepting, cut every open connection, remove the socket and its directory. Idempotent."""
@@ -327,7 +358,7 @@ class FilteringProxy:
         for s in conns:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)  # wakes the handler's select; it closes the socket
-        for s in (self._listener, *(self._wake or ())):
+        for s in (self._listener, self._tcp_listener, *(self._wake or ())):
             if s is not None:
                 with contextlib.suppress(OSError):
                     s.close()
@@ -362,9 +393,11 @@ class FilteringProxy:
     # -- serving -------------------------------------------------------------------------------------
 
     def _accept_loop(self) -> None:
-        assert self._listener is not None and self._wake is not None
+        assert self._wake is not None
         sel = selectors.DefaultSelector()
-        sel.register(self._listener, selectors.EVENT_READ)
+        for listener in (self._listener, self._tcp_listener):
+            if listener is not None:
+                sel.register(listener, selectors.EVENT_READ)
         sel.register(self._wake[0], selectors.EVENT_READ)
         try:
             while not self._closed:
@@ -372,7 +405,7 @@ class FilteringProxy:
                     if key.fileobj is self._wake[0]:
                         return
                     try:
-                        conn, _ = self._listener.accept()
+                        conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
                     except (BlockingIOError, InterruptedError):
                         continue
                     except OSError:
@@ -512,11 +545,15 @@ def _answer(conn: socket.socket, status: int, text: str) -> None:
         conn.sendall(head + body)
 
 
-def start_proxy(allow_domains: tuple[str, ...], environ: Mapping[str, str] | None = None) -> FilteringProxy:
-    """Start the proxy for one run (or session). `environ`: the host environment STOCKADE_PROXY_RESOLVE is read from."""
+def start_proxy(allow_domains: tuple[str, ...], environ: Mapping[str, str] | None = None, *,
+                tcp: bool = False) -> FilteringProxy:
+    """Start the proxy for one run (or session). `environ`: the host environment STOCKADE_PROXY_RESOLVE is read from.
+
+    `tcp`: a loopback TCP listener instead of the Unix socket, for backends with no network namespace.
+    """
     env = os.environ if environ is None else environ
     resolve = parse_resolve(env.get(RESOLVE_ENV, ""))
-    return FilteringProxy(allow_domains, resolve=resolve).start()
+    return FilteringProxy(allow_domains, resolve=resolve, unix=not tcp, tcp=tcp).start()
 
 
 def relay_argv(proxy: FilteringProxy, command: list[str], python: str | None = None) -> list[str]:

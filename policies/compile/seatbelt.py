@@ -294,7 +294,10 @@ def _network_rules(policy: SandboxPolicy, inputs: MacosInputs, params: _Params, 
             notes.append("network allowlist without a proxy port: no network at all (fail closed)")
             return [";; network: allowlist, but no proxy port was given: no network (fail closed)"]
         ref = params.ref("PROXY_PORT", str(int(port)))
+        # socket() is `system-socket`, which the base allows for AF_UNIX only: without an inet socket
+        # the one permitted connect() could never happen. Creating one reaches nothing by itself.
         return [";; network: allowlist, so only the host proxy on loopback (no DNS, no trustd)",
+                "(allow system-socket (socket-domain AF_INET) (socket-domain AF_INET6))",
                 f'(allow network-outbound (remote ip (string-append "localhost:" {ref})))']
     lines = [";; network: on",
              "(allow network-outbound)",

@@ -337,10 +337,22 @@ def windows_plan(rp: ResolvedPolicy, host: HostFacts, *, private_tmp: str | None
     if tmp:
         env.update(TEMP=tmp, TMP=tmp)
     if policy.network.mode is NetworkMode.ALLOWLIST and network.proxy_port:
-        proxy = f"http://127.0.0.1:{network.proxy_port}"
-        env.update(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy)
+        env.update(loopback_proxy_env(network.proxy_port))
     return WindowsPlan(capabilities=tuple(caps), grants=tuple(grants), denies=tuple(denies), token=token, job=job,
                        network=network, private_tmp=tmp, env=env, problems=tuple(problems), notes=tuple(notes))
+
+
+def loopback_proxy_env(port: int) -> dict[str, str]:
+    """Every proxy variable `build_env` sets, pointed at the host proxy's loopback port.
+
+    `build_env` names the fixed in-namespace port (3128) the Linux relay
+    serves; without a namespace the proxy's own ephemeral port must be named
+    instead, or clients would knock on a port nobody (or anybody) holds.
+    """
+    from policies.env import PROXY_ENV
+
+    url = f"http://127.0.0.1:{int(port)}"
+    return {name: url for name in PROXY_ENV if name.lower() != "no_proxy"}
 
 
 def _network(policy: SandboxPolicy, proxy_port: int | None, problems: list[str]) -> NetworkSpec:

@@ -46,7 +46,7 @@ def get_backend(name: str) -> Backend:
         from sandbox.backends.windows import WindowsBackend
 
         return WindowsBackend()
-    raise SandboxSetupError(f"unknown backend {name!r} (choose from {', '.join(BACKEND_NAMES)})")
+    raise SandboxSetupError(f"unknown backend {name!r} (choose from {', '.join(ALL_BACKENDS)})")
 
 
 def gaps(protections: dict[str, str]) -> dict[str, str]:

@@ -46,9 +46,10 @@ def proxy_port(proxy: object | None) -> int | None:
     Only a proxy the engine started for this run counts (`tcp_port`, a
     loopback listener): a port read from HTTP(S)_PROXY could name any local
     service, another proxy without our allowlist included. `sandbox.proxy`
-    listens on a Unix socket for the Linux backends; until it also offers a
-    loopback TCP listener and the engine passes it here, an allowlist on
-    macOS and Windows means no network at all.
+    listens on a Unix socket for the Linux backends and, for this backend
+    and Windows, on a loopback TCP listener the engine starts
+    (`sandbox.execute.LOOPBACK_PROXY_BACKENDS`). Without one, an allowlist
+    means no network at all.
     """
     port = getattr(proxy, "tcp_port", None)
     return port if isinstance(port, int) and 0 < port < 65536 else None
@@ -137,6 +138,10 @@ class SeatbeltBackend(Backend):
         child_env = dict(env)
         if private:
             child_env["TMPDIR"] = private + "/"
+        if port is not None:
+            from policies.compile.windows import loopback_proxy_env
+
+            child_env.update(loopback_proxy_env(port))  # the profile allows this port only, not 3128
 
         def cleanup() -> None:
             if private:

@@ -2,8 +2,9 @@
 
 The plan comes from `policies.compile.windows` (pure; read its docstring for
 the why of each step). Execution happens in two stages of a small runner,
-`python -m sandbox.backends.windows`, which the engine launches like any
-other command:
+`python -m sandbox.backends.windows`, which the engine's Windows supervisor
+(`sandbox.execute_windows`: its own job object, pipes read by threads, exit
+code from the process handle) launches like any other command:
 
 1. `--run PLAN -- CMD` (as the caller): applies the plan's ACEs (grants are
    inheritable and stay, so later runs skip the tree walk; placeholders for
@@ -143,9 +144,19 @@ class WindowsBackend(Backend):
                 if path:
                     _rmtree(path)
 
+        child_env = {**env, **plan.env}
+        if private:
+            child_env["TMPDIR"] = private  # build_env's POSIX "/tmp" means nothing here
         return Launch(argv=[sys.executable, "-m", "sandbox.backends.windows", "--run", plan_path, "--", *argv],
-                      env={**env, **plan.env}, cwd=rp.cwd, preexec_fn=None, cleanup=cleanup, kills_tree=True,
+                      env=child_env, cwd=rp.cwd, preexec_fn=None, cleanup=cleanup, kills_tree=True,
                       protections=self.protections(rp, host), warnings=list(plan.notes))
+
+
+def env_block(env: dict[str, str] | os._Environ[str]) -> str:
+    """A CreateProcess environment block: `K=V` entries sorted case-insensitively, each NUL-ended, then a NUL."""
+    items = sorted(((k, v) for k, v in env.items() if k and "=" not in k[1:] and "\0" not in k + v),
+                   key=lambda kv: kv[0].upper())
+    return "".join(f"{k}={v}\0" for k, v in items) + "\0"
 
 
 def _rmtree(path: str) -> None:
@@ -396,9 +407,13 @@ def run_stage(plan_path: str, command: list[str]) -> int:
             password = _dpapi(win, fh.read(), protect=False).decode("utf-16-le")
         confine = [sys.executable, "-m", "sandbox.backends.windows", "--confine", plan_path, "--", *command]
         si, pi = _startupinfo(win), win.PROCESS_INFORMATION()
+        # Our environment is the engine's filtered one (proxy variables, TEMP): pass it on explicitly,
+        # or the logon would hand stage 2 the sandbox user's default environment instead.
+        raw = env_block(os.environ).encode("utf-16-le", "surrogatepass")
+        block = ctypes.create_string_buffer(raw, len(raw))  # byte-exact: embedded NULs are the format
         _check(win.adv.CreateProcessWithLogonW(
             user, ".", password, LOGON_WITH_PROFILE, None, subprocess.list2cmdline(confine),
-            CREATE_SUSPENDED | CREATE_UNICODE_ENVIRONMENT, None, os.getcwd(), ctypes.byref(si), ctypes.byref(pi)),
+            CREATE_SUSPENDED | CREATE_UNICODE_ENVIRONMENT, block, os.getcwd(), ctypes.byref(si), ctypes.byref(pi)),
             "CreateProcessWithLogonW")
         if not win.k32.AssignProcessToJobObject(job, pi.hProcess):
             win.k32.TerminateProcess(pi.hProcess, 125)
@@ -437,10 +452,28 @@ def confine_stage(plan_path: str, command: list[str]) -> int:
     _check(win.adv.CreateRestrictedToken(base, flags, 0, None, 0, None, len(sids), arr, ctypes.byref(token)),
            "CreateRestrictedToken")
     si, pi = _startupinfo(win), win.PROCESS_INFORMATION()
-    _check(win.adv.CreateProcessAsUserW(token, None, subprocess.list2cmdline(command), None, None, True,
-                                        CREATE_UNICODE_ENVIRONMENT, None, None, ctypes.byref(si), ctypes.byref(pi)),
-           "CreateProcessAsUserW")
+    if not win.adv.CreateProcessAsUserW(token, None, subprocess.list2cmdline(command), None, None, True,
+                                        CREATE_UNICODE_ENVIRONMENT, None, None, ctypes.byref(si), ctypes.byref(pi)):
+        err = ctypes.get_last_error()
+        raise CommandNotRunnable(command[0] if command else "", err, ctypes.FormatError(err).strip())  # type: ignore[attr-defined]
     return _wait(win, pi)
+
+
+# CreateProcess errors that mean "the command", not "the sandbox": reported like a shell, 127 / 126.
+NOT_FOUND_ERRORS = (2, 3)  # ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND
+NOT_EXECUTABLE_ERRORS = (5, 193, 216)  # ERROR_ACCESS_DENIED, ERROR_BAD_EXE_FORMAT, ERROR_EXE_MACHINE_TYPE_MISMATCH
+
+
+class CommandNotRunnable(Exception):
+    """The sandbox was built but the command itself could not be started."""
+
+    def __init__(self, program: str, error: int, text: str) -> None:
+        super().__init__(f"{program}: {text} (error {error})")
+        self.error = error
+
+    @property
+    def exit_code(self) -> int:
+        return 127 if self.error in NOT_FOUND_ERRORS else 126
 
 
 def _logon_sid(win: Any, token: Any) -> Any:
@@ -468,6 +501,9 @@ def main(args: list[str]) -> int:
         stage = run_stage if args[0] == "--run" else confine_stage
         try:
             return stage(args[1], args[3:])
+        except CommandNotRunnable as exc:
+            sys.stderr.write(f"stockade: {exc}\n")
+            return exc.exit_code
         except OSError as exc:
             sys.stderr.write(f"stockade: windows sandbox setup failed: {exc}\n")
             return 125

@@ -96,6 +96,7 @@ NETWORK_ON_TAIL = """\
 
 ALLOWLIST_TAIL = """\
 ;; network: allowlist, so only the host proxy on loopback (no DNS, no trustd)
+(allow system-socket (socket-domain AF_INET) (socket-domain AF_INET6))
 (allow network-outbound (remote ip (string-append "localhost:" (param "PROXY_PORT"))))
 """
 

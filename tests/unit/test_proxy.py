@@ -400,3 +400,99 @@ def test_relay_argv(tmp_path: Path) -> None:
         p.close()
     assert argv[:3] == ["/usr/bin/python3", "-I", "-S"] and argv[3].endswith("proxy_relay.py")
     assert argv[4:] == ["3128", p.socket_path, "--", "curl", "x"]
+
+
+# ---------------------------------------------------------------- the loopback TCP listener (seatbelt, windows)
+
+
+def _ask_tcp(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+
+
+@pytest.fixture
+def tcp_proxy(server: _Server) -> Iterator[FilteringProxy]:
+    """Started the way the engine starts it for seatbelt/windows: start_proxy(tcp=True), mapping from the env."""
+    from sandbox.proxy import RESOLVE_ENV, start_proxy
+
+    p = start_proxy((f"allowed.test:{server.port}",), {RESOLVE_ENV: "allowed.test=127.0.0.1,denied.test=127.0.0.1"},
+                    tcp=True)
+    yield p
+    p.close()
+
+
+def test_tcp_listener_is_loopback_only_and_has_no_unix_socket(tcp_proxy: FilteringProxy) -> None:
+    assert tcp_proxy.tcp_port and 0 < tcp_proxy.tcp_port < 65536
+    assert tcp_proxy.socket_path == "" and tcp_proxy.directory == ""  # nothing made on disk
+    assert tcp_proxy._tcp_listener is not None
+    assert tcp_proxy._tcp_listener.getsockname() == ("127.0.0.1", tcp_proxy.tcp_port)
+
+
+def test_tcp_listener_relays_an_allowed_domain(tcp_proxy: FilteringProxy, server: _Server) -> None:
+    assert tcp_proxy.tcp_port is not None
+    reply = _ask_tcp(tcp_proxy.tcp_port,
+                     f"GET http://allowed.test:{server.port}/ok HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"HELLO")
+    reply = _ask_tcp(tcp_proxy.tcp_port, f"CONNECT allowed.test:{server.port} HTTP/1.1\r\n\r\n"
+                                         "GET /tunnel HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+    assert reply.startswith(b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.0 200")
+    assert server.lines == [f"GET /ok HTTP/1.1 host=allowed.test:{server.port}", "GET /tunnel HTTP/1.1 host=t"]
+    assert tcp_proxy.denials() == []
+
+
+@pytest.mark.parametrize("request_line", ["GET http://denied.test:{port}/x HTTP/1.1",
+                                          "CONNECT denied.test:{port} HTTP/1.1", "CONNECT 127.0.0.1:{port} HTTP/1.1"])
+def test_tcp_listener_refuses_a_denied_domain(tcp_proxy: FilteringProxy, server: _Server, request_line: str) -> None:
+    assert tcp_proxy.tcp_port is not None
+    line = request_line.format(port=server.port)
+    reply = _ask_tcp(tcp_proxy.tcp_port, f"{line}\r\nHost: allowed.test\r\n\r\n".encode())
+    assert reply.startswith(b"HTTP/1.1 403"), reply
+    assert server.lines == []
+    assert [d.kind for d in tcp_proxy.denials()] == ["network"]
+
+
+def test_tcp_listener_closes(server: _Server) -> None:
+    p = FilteringProxy(["a.test"], unix=False, tcp=True).start()
+    port = p.tcp_port
+    assert port is not None
+    p.close()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+
+
+def test_both_listeners_serve_the_same_allowlist(tmp_path: Path, server: _Server) -> None:
+    p = FilteringProxy([f"allowed.test:{server.port}"], base=str(tmp_path), resolve={"allowed.test": "127.0.0.1"},
+                       tcp=True).start()
+    try:
+        assert p.tcp_port is not None and p.socket_path
+        request = f"GET http://allowed.test:{server.port}/a HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        assert _ask(p, request).endswith(b"HELLO") and _ask_tcp(p.tcp_port, request).endswith(b"HELLO")
+    finally:
+        p.close()
+    with pytest.raises(ValueError):
+        FilteringProxy(["a.test"], unix=False, tcp=False)
+
+
+def test_engine_gives_seatbelt_and_windows_the_tcp_listener(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox.execute import LOOPBACK_PROXY_BACKENDS, PROXIED_BACKENDS, _start_proxy
+
+    assert set(LOOPBACK_PROXY_BACKENDS) == {"seatbelt", "windows"} <= set(PROXIED_BACKENDS)
+    policy = SandboxPolicy(workspace="/", network=NetworkPolicy(NetworkMode.ALLOWLIST, ("a.test",)))
+    for backend in LOOPBACK_PROXY_BACKENDS:
+        p = _start_proxy(policy, backend)
+        assert p is not None
+        try:
+            assert p.tcp_port and p.socket_path == ""
+        finally:
+            p.close()
+    p = _start_proxy(policy, "bwrap")
+    assert p is not None
+    try:
+        assert p.tcp_port is None and p.socket_path
+    finally:
+        p.close()
+    assert _start_proxy(SandboxPolicy(workspace="/"), "seatbelt") is None  # network off: no proxy
