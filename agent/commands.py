@@ -426,6 +426,7 @@ RESUME_HELP = """Continue a saved agent session (ID: a unique prefix of its id, 
   stockade resume --list                 the saved sessions, newest first
   stockade resume last "now add tests"   one more task, headless (like exec)
   stockade resume 3f2a                   continue where it stopped (e.g. after a crash), or chat
+  stockade resume --fork 3f2a "try B"    a new session starting from that one's history
 
 Without PROMPT: a session that stopped mid-turn (killed, interrupted) is
 continued headless; otherwise an interactive chat starts on a terminal.
@@ -437,13 +438,14 @@ given again as options.
 @click.command("resume", help=RESUME_HELP, short_help="Continue a saved agent session.")
 @_agent_options
 @click.option("--list", "list_only", is_flag=True, help="List saved sessions and exit.")
+@click.option("--fork", is_flag=True, help="Continue under a new session id; the original stays as it was.")
 @click.option("--json", "as_json", is_flag=True, help="Print every event as one JSON line on stdout.")
 @click.option("-o", "--output-last-message", "output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the agent's last message to FILE.")
 @click.argument("session_id", required=False)
 @click.argument("prompt", required=False)
-def resume(session_id: str | None, prompt: str | None, list_only: bool, as_json: bool, output: Path | None,
-           **kw: Any) -> None:
+def resume(session_id: str | None, prompt: str | None, list_only: bool, fork: bool, as_json: bool,
+           output: Path | None, **kw: Any) -> None:
     from agent.items import AssistantMessage, ToolResult, UserMessage
     from agent.rollout import RolloutError, age, find_session, list_sessions, load
 
@@ -468,6 +470,7 @@ def resume(session_id: str | None, prompt: str | None, list_only: bool, as_json:
     for note in loaded.warnings:
         click.echo(f"stockade: warning: {note}", err=True)
     prepared = _prepare(kw, default_approval="never", resume=loaded)
+    prepared.settings.fork = fork
     if prompt is not None:
         code = trio.run(_run_headless, prepared, _read_prompt(prompt), as_json, output)
         sys.exit(code)

@@ -83,14 +83,16 @@ class Renderer:
             self._line(f"stockade {verb} {event.session_id} · {event.provider}/{event.model} · sandbox "
                        f"{event.sandbox} · approval {event.approval}")
         elif isinstance(event, ToolCallBegin):
-            self._line(self._describe(event))
+            if event.name != "update_plan":  # its PlanUpdated event says it all
+                self._line(self._describe(event))
         elif isinstance(event, ToolOutputDelta):
             if self.show_output:
                 self._clear_status()
                 self.out.write(event.chunk)
                 self.out.flush()
         elif isinstance(event, ToolCallEnd):
-            self._line(self._result(event))
+            if event.name != "update_plan" or event.is_error:
+                self._line(self._result(event))
         elif isinstance(event, StreamRetry):
             self._line(f"  model: {event.reason}; retrying {event.attempt}/{event.max_attempts} in "
                        f"{event.delay:.1f}s")

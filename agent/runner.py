@@ -38,6 +38,7 @@ class AgentSettings:
     max_output_tokens: int | None = None
     window_tokens: int | None = None
     resume: LoadedSession | None = None
+    fork: bool = False  # with resume: continue under a new session id, the original left as it was
     base_url: str | None = None
 
 
@@ -106,11 +107,20 @@ async def open_agent(settings: AgentSettings, client: ModelClient, sink: EventSi
         system = system_prompt(policy, settings.approval, session.backend, agents_md)
         items: list[Item] = []
         rollout: Rollout | None = None
-        if settings.resume is not None:
+        if settings.resume is not None and not settings.fork:
             session_id = settings.resume.meta.session_id
             items = list(settings.resume.items)
             if settings.persist:
                 rollout = Rollout(settings.resume.path)
+        elif settings.resume is not None:  # fork: the history is copied under a new id
+            session_id = new_session_id()
+            items = list(settings.resume.items)
+            if settings.persist:
+                rollout = Rollout.create(SessionMeta(
+                    session_id=session_id, cwd=policy.workspace, provider=client.provider, model=client.model,
+                    policy=settings.policy_name or policy.mode.value, approval=settings.approval,
+                    base_url=settings.base_url, forked_from=settings.resume.meta.session_id))
+                rollout.compacted(items)  # the starting history, replayed like a compaction
         else:
             session_id = new_session_id()
             if settings.persist:

@@ -24,6 +24,8 @@ _FS_ERRORS = ("Read-only file system", "Permission denied", "Operation not permi
 _NET_ERRORS = ("Network is unreachable", "Address family not supported", "Temporary failure in name resolution",
                "Name or service not known", "nodename nor servname", "Could not resolve host",
                "Failed to establish a new connection", "getaddrinfo failed")
+# What a cheap scan looks for before the parser runs on a command that exited 0 (sessions' fast path).
+REFUSAL_MARKERS: tuple[bytes, ...] = tuple(p.encode() for p in _FS_ERRORS + _NET_ERRORS)
 # A path-looking token: quoted, or an absolute/relative path ending at ':' or whitespace.
 _Q = "'\"`\u2018\u2019"  # quotes tools put around paths, curly ones included
 _PATH = re.compile(rf"[{_Q}]([^{_Q}\s]+)[{_Q}]|(?:^|(?<=\s))([^\s:{_Q}]*/[^\s:{_Q}]*)")

@@ -471,6 +471,14 @@ class _Run:
 
 # -- the session ------------------------------------------------------------------------------------------
 
+def _mentions_refusal(run: _Run) -> bool:
+    """Whether the output may hold a refusal worth explaining (a cheap scan; the parser decides)."""
+    from sandbox.denials import REFUSAL_MARKERS
+
+    data = run.err.value() + run.out.value()
+    return any(word in data for word in REFUSAL_MARKERS)
+
+
 class Session:
     """One confined worker serving many commands and file operations under one policy.
 
@@ -943,9 +951,10 @@ class Session:
 
     def _finish(self, w: _Worker, run: _Run) -> Result:
         ex = run.exit
-        if ex is not None and ex.get("status") == 0 and not ex.get("timed_out"):
-            # The common case, built directly: what build_result adds (denials from the output, limits,
-            # timeout) only concerns a failed command.
+        if ex is not None and ex.get("status") == 0 and not ex.get("timed_out") and not _mentions_refusal(run):
+            # The common case, built directly: what build_result adds (limits, timeout, denials read from
+            # the output) only concerns a failed command, or one whose output mentions a refusal (a swallowed
+            # "Read-only file system" still gets explained, as `sandbox.run` does).
             out, err = run.out, run.err
             return Result(argv=run.argv, exit_code=0, signal=None, stdout=out.value(), stderr=err.value(),
                           stdout_truncated=out.truncated, stderr_truncated=err.truncated, stdout_total=out.total,

@@ -190,3 +190,38 @@ def test_bad_user_config_is_one_line(ws: Path) -> None:
     finally:
         config.unlink()
     assert proc.returncode == 2 and "agent.max_turns" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exec_ctrl_c_interrupts_and_exits_130(ws: Path) -> None:
+    mark = f"5{os.getpid() % 10000:04d}{int(time.time() * 1000) % 10000:04d}"
+    with FakeModelServer("chat", [Reply(tool_calls=[shell(f"sleep {mark}")])]) as server:
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        proc = subprocess.Popen([*STOCKADE, "exec", "--json", *model_flags(server), "sleep"], cwd=ws,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if json.loads(line)["type"] == "tool_call_begin":
+                break
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        rest, _err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert any(json.loads(line).get("reason") == "interrupted" for line in rest.splitlines())
+    assert not any(mark in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+
+
+def test_resume_fork_leaves_the_original_as_it_was(ws: Path) -> None:
+    with FakeModelServer("chat", [Reply(text="first answer")]) as server:
+        first = run(["exec", "--json", *model_flags(server), "first task"], ws)
+    session_id = json.loads(first.stdout.splitlines()[0])["session_id"]
+    original = find_session(session_id)
+    before = original.read_bytes()
+    with FakeModelServer("chat", [Reply(text="forked answer")]) as server:
+        forked = run(["resume", "--fork", "--json", session_id, "another way", "--base-url", server.base_url], ws)
+        sent = [m.get("content") for m in server.requests[0]["messages"]]
+    assert forked.returncode == 0, forked.stderr
+    new_id = json.loads(forked.stdout.splitlines()[0])["session_id"]
+    assert new_id != session_id and original.read_bytes() == before
+    assert sent[-3:] == ["first task", "first answer", "another way"]
+    fork = load(find_session(new_id))
+    assert fork.meta.forked_from == session_id and len(fork.items) == 4

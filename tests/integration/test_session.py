@@ -572,3 +572,10 @@ def test_landlock_without_cgroup_dead_worker_leaves_nothing(box: Box) -> None:
         assert isinstance(out.get("error"), SessionError)
         assert gone(box.marker), "commands of a dead worker survived"
         assert s.exec(["echo", "fresh"]).stdout == b"fresh\n"
+
+
+def test_refusal_in_the_output_of_a_successful_command_is_explained(session: Session, box: Box) -> None:
+    r = session.exec(["sh", "-c", f"echo x > {box.victim} 2>&1; true"])
+    assert r.exit_code == 0
+    assert [(d.kind, d.target) for d in r.denials] == [("write", str(box.victim))]
+    assert session.exec(["true"]).denials == []
