@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -79,6 +80,8 @@ def ws() -> Iterator[Path]:
         yield root / "ws"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            BASE.rmdir()  # only when no other run is using it
 
 
 def chat(server: FakeModelServer, ws: Path, *extra: str) -> Terminal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -33,6 +34,8 @@ def ws() -> Iterator[Path]:
         yield root / "ws"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            BASE.rmdir()  # only when no other run is using it
 
 
 def model_flags(server: FakeModelServer) -> list[str]:

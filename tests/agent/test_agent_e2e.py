@@ -7,6 +7,7 @@ Workspaces live under /srv: the sandbox's /tmp is private.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -77,6 +78,8 @@ def box() -> Iterator[Box]:
         yield Box(ws, outside, secret)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            BASE.rmdir()  # only when no other run is using it
 
 
 def client_for(provider: str, server: FakeModelServer) -> Any:

@@ -6,6 +6,7 @@ The workspace lives under /srv (not /tmp), as in test_session.py: a private
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import faulthandler
 import os
@@ -66,6 +67,8 @@ def tree() -> Iterator[Tree]:
         yield Tree(root, ws, victim)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            BASE.rmdir()  # only when no other run is using it
 
 
 @pytest.fixture(params=_params())

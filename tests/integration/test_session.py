@@ -90,6 +90,8 @@ def box() -> Iterator[Box]:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            BASE.rmdir()  # only when no other run is using it
 
 
 @pytest.fixture(params=_params())
