@@ -107,7 +107,9 @@ class HTTPModelClient:
             raise RetryableError("stream", f"no data from the server for {self.policy.idle_timeout:g}s "
                                            "(idle stream)") from e
         except httpx.ConnectError as e:
-            raise RetryableError("network", f"cannot connect to {self.url}: {e}") from e
+            refused = _all_refused(e)
+            why = "connection refused (is the server running?)" if refused else str(e)
+            raise RetryableError("network", f"cannot connect to {self.url}: {why}", refused=refused) from e
         except httpx.TransportError as e:
             raise RetryableError("network", f"connection to {self.url} failed: {type(e).__name__}: {e}") from e
 
@@ -149,3 +151,17 @@ class HTTPModelClient:
             return json.loads(data)
         except ValueError as e:
             raise RetryableError("stream", f"malformed JSON in the event stream: {data[:200]!r}") from e
+
+
+def _all_refused(exc: BaseException) -> bool:
+    """Whether every connection attempt behind `exc` was refused (nothing listening at that address)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ConnectionRefusedError):
+            return True
+        if isinstance(exc, BaseExceptionGroup):
+            return all(_all_refused(e) for e in exc.exceptions)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+

@@ -32,6 +32,9 @@ class RetryPolicy:
     max_retry_after: float = 120.0  # a server asking for longer than this is clamped
     idle_timeout: float = 300.0  # no bytes for this long: the stream is dead
     connect_timeout: float = 30.0
+    # Nothing listening (connection refused): a wrong URL or a local server not started. A few quick
+    # retries cover a server that is restarting; 8 doubling ones would keep the user waiting ~90 s.
+    max_refused_retries: int = 3
 
     def backoff(self, retry: int, retry_after: float | None = None) -> float:
         """Delay before retry number `retry` (1-based)."""
@@ -46,12 +49,13 @@ class RetryableError(Exception):
     """One attempt failed in a way another attempt may fix."""
 
     def __init__(self, kind: ErrorKind, message: str, *, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, refused: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.refused = refused  # nothing listening: see RetryPolicy.max_refused_retries
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -128,11 +132,12 @@ async def with_retries(policy: RetryPolicy, attempt: Callable[[], AsyncIterator[
                         return
             raise RetryableError("stream", "the stream ended before the response was complete")
         except RetryableError as err:
-            if retry >= policy.max_retries:
+            limit = min(policy.max_retries, policy.max_refused_retries) if err.refused else policy.max_retries
+            if retry >= limit:
                 tries = "1 attempt" if retry == 0 else f"{retry + 1} attempts"
                 raise ModelError(err.kind, f"{err.message} (gave up after {tries})", status=err.status) from err
             retry += 1
             delay = policy.backoff(retry, err.retry_after)
             reason = f"HTTP {err.status}: {err.message}" if err.status else f"{err.kind}: {err.message}"
-        yield Retrying(attempt=retry, max_attempts=policy.max_retries, delay=delay, reason=reason)
+        yield Retrying(attempt=retry, max_attempts=limit, delay=delay, reason=reason)
         await trio.sleep(delay)

@@ -264,3 +264,25 @@ def test_classification_table() -> None:
     assert isinstance(classify_http_error(400, "x", {}, code="context_length_exceeded"), ContextOverflowError)
     err = classify_http_error(422, "unprocessable", {})
     assert isinstance(err, ModelError) and err.kind == "bad_request"
+
+
+async def test_connection_refused_gives_up_after_a_few_quick_retries() -> None:
+    import socket
+
+    import trio
+
+    from agent.models.chat import ChatCompletionsClient
+
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    policy = RetryPolicy(base_delay=0.01, max_delay=0.02, max_retries=8, max_refused_retries=2)
+    client = ChatCompletionsClient(model="m", base_url=f"http://127.0.0.1:{port}/v1", policy=policy)
+    retries = []
+    with trio.fail_after(10), pytest.raises(ModelError) as info:
+        async for event in client.stream(ModelRequest(system="s", items=[UserMessage(text="hi")])):
+            if isinstance(event, Retrying):
+                retries.append(event)
+    await client.aclose()
+    assert [r.max_attempts for r in retries] == [2, 2]
+    assert "connection refused" in str(info.value)
