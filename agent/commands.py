@@ -50,6 +50,7 @@ Examples:
   stockade exec --policy read-only "explain how the config loader works"
   git diff | stockade exec -                  # PROMPT from stdin
   stockade exec --json -o last.txt "fix lint errors"   # JSONL events on stdout
+  stockade exec --diff fix.patch "make the tests pass" # CI: the change as a patch
 
 \b
 The model: --provider/--model/--base-url, else [agent] in ~/.config/stockade/config.toml,
@@ -214,7 +215,8 @@ def _warning(message: str) -> Event:
     return Warning(message=message)
 
 
-async def _run_headless(prepared: Prepared, prompt: str | None, as_json: bool, output: Path | None) -> int:
+async def _run_headless(prepared: Prepared, prompt: str | None, as_json: bool, output: Path | None,
+                        diff: Path | None = None) -> int:
     """One turn, no interaction except approval prompts on the terminal."""
     from sandbox.backends.base import SandboxSetupError
 
@@ -224,6 +226,7 @@ async def _run_headless(prepared: Prepared, prompt: str | None, as_json: bool, o
     last_message = ""
     final: TurnCompleted | None = None
     interrupted = False
+    diff_error: str | None = None
 
     drained = trio.Event()
 
@@ -263,6 +266,8 @@ async def _run_headless(prepared: Prepared, prompt: str | None, as_json: bool, o
                 nursery.start_soon(consume, agent)
                 nursery.start_soon(on_sigint, agent, nursery.cancel_scope)
                 final = await agent.turn(prompt)
+                if diff is not None:
+                    diff_error = await _write_diff(agent, diff)
             sink.send.close()
             with trio.move_on_after(5):  # let the consumer print the last events, then stop
                 await drained.wait()
@@ -272,6 +277,8 @@ async def _run_headless(prepared: Prepared, prompt: str | None, as_json: bool, o
         return EXIT_SETUP
     finally:
         approver.close()
+    if diff_error is not None:
+        click.echo(f"stockade: {diff_error}", err=True)
     if output is not None and last_message:
         output.write_text(last_message + ("" if last_message.endswith("\n") else "\n"))
     if final is None:
@@ -280,7 +287,23 @@ async def _run_headless(prepared: Prepared, prompt: str | None, as_json: bool, o
         sys.stdout.write(final.last_message + ("" if final.last_message.endswith("\n") else "\n"))
     if final.reason is TerminalReason.INTERRUPTED and not interrupted:
         return EXIT_FAILED  # e.g. aborted from an approval prompt
-    return EXIT_FOR.get(final.reason, EXIT_FAILED)
+    code = EXIT_FOR.get(final.reason, EXIT_FAILED)
+    return EXIT_FAILED if code == EXIT_OK and diff_error is not None else code
+
+
+async def _write_diff(agent: Any, path: Path) -> str | None:
+    """Write the workspace's change as a patch; the error message, if it cannot."""
+    from agent.workspace_diff import DiffError, workspace_diff
+
+    try:
+        patch = await workspace_diff(agent.orchestrator.session)
+    except DiffError as exc:
+        return str(exc)
+    try:
+        path.write_text(patch, encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        return f"--diff {path}: {exc.strerror}"
+    return None
 
 
 def _read_prompt(prompt: str) -> str:
@@ -299,11 +322,13 @@ def _read_prompt(prompt: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print every event as one JSON line on stdout.")
 @click.option("-o", "--output-last-message", "output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the agent's last message to FILE.")
+@click.option("--diff", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Write the workspace's change (git diff from HEAD, new files included) to FILE, for CI.")
 @click.argument("prompt")
-def exec_command(prompt: str, as_json: bool, output: Path | None, **kw: Any) -> None:
+def exec_command(prompt: str, as_json: bool, output: Path | None, diff: Path | None, **kw: Any) -> None:
     text = _read_prompt(prompt)
     prepared = _prepare(kw, default_approval="never")
-    sys.exit(trio.run(_run_headless, prepared, text, as_json, output))
+    sys.exit(trio.run(_run_headless, prepared, text, as_json, output, diff))
 
 
 # -- chat -----------------------------------------------------------------------------------------------

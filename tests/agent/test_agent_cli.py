@@ -228,3 +228,33 @@ def test_resume_fork_leaves_the_original_as_it_was(ws: Path) -> None:
     assert sent[-3:] == ["first task", "first answer", "another way"]
     fork = load(find_session(new_id))
     assert fork.meta.forked_from == session_id and len(fork.items) == 4
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def test_exec_diff_writes_a_patch_that_reproduces_the_change(ws: Path, tmp_path: Path) -> None:
+    (ws / "app.py").write_text("def add(a, b):\n    return a - b\n")
+    _git(ws, "init", "-q")
+    _git(ws, "add", "-A")
+    _git(ws, "commit", "-q", "-m", "init")
+    patch = ("*** Begin Patch\n*** Update File: app.py\n def add(a, b):\n-    return a - b\n+    return a + b\n"
+             "*** Add File: tests/test_app.py\n+from app import add\n*** End Patch\n")
+    out = tmp_path / "fix.patch"
+    script = [Reply(tool_calls=[ToolCallSpec("apply_patch", {"patch": patch})]), Reply(text="fixed")]
+    with FakeModelServer("chat", script) as server:
+        proc = run(["exec", "--diff", str(out), *model_flags(server), "fix add"], ws)
+    assert proc.returncode == 0, proc.stderr
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ws), str(clone)], check=True)
+    subprocess.run(["git", "apply", str(out)], cwd=clone, check=True)
+    assert (clone / "app.py").read_text() == (ws / "app.py").read_text()
+    assert (clone / "tests" / "test_app.py").read_text() == "from app import add\n"
+
+
+def test_exec_diff_outside_a_git_repository_fails_clearly(ws: Path, tmp_path: Path) -> None:
+    with FakeModelServer("chat", [Reply(text="done")]) as server:
+        proc = run(["exec", "--diff", str(tmp_path / "x.patch"), *model_flags(server), "hi"], ws)
+    assert proc.returncode == 1 and "git repository" in proc.stderr and "Traceback" not in proc.stderr
