@@ -233,23 +233,19 @@ async def _run_headless(prepared: Prepared, prompt: str | None, as_json: bool, o
     async def consume(agent: Any) -> None:
         nonlocal last_message
         try:
-            await _consume(agent)
+            async for event in sink.events():
+                if isinstance(event, AgentMessage):
+                    last_message = event.text
+                if as_json:
+                    sys.stdout.write(event.model_dump_json() + "\n")
+                    sys.stdout.flush()
+                else:
+                    renderer(event)
+                if isinstance(event, ApprovalRequest):
+                    decision = await approver(event)
+                    agent.orchestrator.decide(event.call_id, decision)
         finally:
             drained.set()
-
-    async def _consume(agent: Any) -> None:
-        nonlocal last_message
-        async for event in sink.events():
-            if isinstance(event, AgentMessage):
-                last_message = event.text
-            if as_json:
-                sys.stdout.write(event.model_dump_json() + "\n")
-                sys.stdout.flush()
-            else:
-                renderer(event)
-            if isinstance(event, ApprovalRequest):
-                decision = await approver(event)
-                agent.orchestrator.decide(event.call_id, decision)
 
     async def on_sigint(agent: Any, cancel: trio.CancelScope) -> None:
         nonlocal interrupted

@@ -82,6 +82,7 @@ class Agent:
         limits: Limits | None = None,
         rollout: Rollout | None = None,
         max_output_tokens: int | None = None,
+        session_id: str = "",
     ) -> None:
         self.model, self.orchestrator, self.context, self.system = model, orchestrator, context, system
         self.emit = emit
@@ -89,13 +90,13 @@ class Agent:
         self.limits = limits or Limits()
         self.rollout = rollout
         self.max_output_tokens = max_output_tokens
+        self.session_id = session_id
         self.usage = Usage()
         self.turns = 0
         self.started = time.monotonic()
         self._steering: list[str] = []
         self._inbox_send, self._inbox = trio.open_memory_channel[str | None](100)
         self._turn_scope: trio.CancelScope | None = None
-        self._shutdown = False
         self._iteration = 0
 
     # -- the session: ops in, turns out -----------------------------------------------------------------
@@ -118,8 +119,7 @@ class Agent:
                 else:
                     await self._inbox_send.send(op.text)
             elif isinstance(op, Interrupt):
-                if self._turn_scope is not None:
-                    self._turn_scope.cancel()
+                self.interrupt()
             elif isinstance(op, ApprovalDecision):
                 self.orchestrator.decide(op.call_id, op.decision)
             elif isinstance(op, Shutdown):
@@ -127,12 +127,11 @@ class Agent:
                     await self._inbox_send.send(None)  # after the queued input; the running turn finishes
                     return
                 break
-        self._shutdown = True
-        if self._turn_scope is not None:
-            self._turn_scope.cancel()
+        self.interrupt()
         await self._inbox_send.send(None)
 
     def interrupt(self) -> None:
+        """Cancel the running turn, if any (the session lives on)."""
         if self._turn_scope is not None:
             self._turn_scope.cancel()
 
@@ -159,7 +158,7 @@ class Agent:
                 scope.cancel()
         self._turn_scope = None
         if result is None:  # cancelled: by the user, by shutdown, or by the wall-time limit
-            self._close_open_calls()
+            self.close_open_calls()
             reason = TerminalReason.BUDGET_EXHAUSTED if wall.cancelled_caught else TerminalReason.INTERRUPTED
             result = TurnCompleted(turn=self.turns, reason=reason, iterations=self._iteration,
                                    error="wall-time limit reached" if wall.cancelled_caught else None)
@@ -304,7 +303,8 @@ class Agent:
                     self.emit(ToolCallEnd(call_id=call.id, name=call.name, output=result.output, is_error=True))
                 self._record(result)
 
-    def _close_open_calls(self) -> None:
+    def close_open_calls(self) -> None:
+        """Give every unanswered tool call of the history a synthetic result (interrupted, or killed)."""
         for result in self.context.close_open_calls(INTERRUPTED_RESULT):
             if self.rollout:
                 self.rollout.item(result)

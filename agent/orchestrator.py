@@ -26,6 +26,7 @@ from typing import Any, Literal
 import trio
 from pydantic import ValidationError
 
+from agent.context import budget
 from agent.items import ToolCall, ToolResult
 from agent.protocol import (
     ApprovalRequest,
@@ -268,9 +269,7 @@ class Orchestrator:
     async def _finish(self, call: ToolCall, output: ToolOutput, started: float, begin: bool = False) -> ToolResult:
         if begin:
             await self.emit(ToolCallBegin(call_id=call.id, name=call.name, arguments={}))
-        from agent.context import budget
-
-        text = budget(output.text)
+        text = budget(output.text)  # the one place tool output is cut for the model
         denials = [DenialInfo(kind=d.kind, target=d.target, rule=d.rule, detail=d.detail) for d in output.denials]
         await self.emit(ToolCallEnd(call_id=call.id, name=call.name, output=text, is_error=output.is_error,
                                     exit_code=output.exit_code, duration=output.duration or time.monotonic() - started,

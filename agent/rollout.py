@@ -125,29 +125,36 @@ class LoadedSession:
     warnings: list[str]
 
 
+def _transcripts() -> list[Path]:
+    """Every transcript, oldest first (by last write)."""
+    root = sessions_dir()
+    return sorted(root.glob("*/*/*/rollout-*.jsonl"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+
+
+def _session_id(path: Path) -> str:
+    return path.stem.rsplit("-", 1)[-1]
+
+
 def find_session(session_id: str) -> Path:
     """The transcript of `session_id` (a unique prefix is enough), or `last` for the newest."""
     root = sessions_dir()
-    files = sorted(root.glob("*/*/*/rollout-*.jsonl"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    files = _transcripts()
     if not files:
         raise RolloutError(f"no saved sessions in {root}")
     if session_id in ("last", "--last"):
         return files[-1]
-    matches = [p for p in files if p.stem.rsplit("-", 1)[-1].startswith(session_id)]
+    matches = [p for p in files if _session_id(p).startswith(session_id)]
     if not matches:
         raise RolloutError(f"no session {session_id!r} in {root} (`stockade resume --list` shows them)")
     if len(matches) > 1:
-        ids = ", ".join(p.stem.rsplit("-", 1)[-1] for p in matches[:5])
+        ids = ", ".join(_session_id(p) for p in matches[:5])
         raise RolloutError(f"session id {session_id!r} is ambiguous: {ids}")
     return matches[0]
 
 
 def list_sessions(limit: int = 20) -> list[tuple[str, float, Path]]:
-    root = sessions_dir()
-    if not root.is_dir():
-        return []
-    files = sorted(root.glob("*/*/*/rollout-*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)
-    return [(p.stem.rsplit("-", 1)[-1], p.stat().st_mtime, p) for p in files[:limit]]
+    newest = _transcripts()[::-1][:limit]
+    return [(_session_id(p), p.stat().st_mtime, p) for p in newest]
 
 
 def load(path: Path) -> LoadedSession:

@@ -105,39 +105,31 @@ async def open_agent(settings: AgentSettings, client: ModelClient, sink: EventSi
         orchestrator = Orchestrator(session, policy, tools, settings.approval,  # type: ignore[arg-type]
                                     emit=sink.aemit, emit_nowait=sink)
         system = system_prompt(policy, settings.approval, session.backend, agents_md)
-        items: list[Item] = []
+        resume = settings.resume
+        items: list[Item] = list(resume.items) if resume is not None else []
         rollout: Rollout | None = None
-        if settings.resume is not None and not settings.fork:
-            session_id = settings.resume.meta.session_id
-            items = list(settings.resume.items)
+        if resume is not None and not settings.fork:
+            session_id = resume.meta.session_id
             if settings.persist:
-                rollout = Rollout(settings.resume.path)
-        elif settings.resume is not None:  # fork: the history is copied under a new id
-            session_id = new_session_id()
-            items = list(settings.resume.items)
-            if settings.persist:
-                rollout = Rollout.create(SessionMeta(
-                    session_id=session_id, cwd=policy.workspace, provider=client.provider, model=client.model,
-                    policy=settings.policy_name or policy.mode.value, approval=settings.approval,
-                    base_url=settings.base_url, forked_from=settings.resume.meta.session_id))
-                rollout.compacted(items)  # the starting history, replayed like a compaction
-        else:
+                rollout = Rollout(resume.path)
+        else:  # a new session, or a fork: the history copied under a new id
             session_id = new_session_id()
             if settings.persist:
                 rollout = Rollout.create(SessionMeta(
                     session_id=session_id, cwd=policy.workspace, provider=client.provider, model=client.model,
                     policy=settings.policy_name or policy.mode.value, approval=settings.approval,
-                    base_url=settings.base_url))
+                    base_url=settings.base_url, forked_from=resume.meta.session_id if resume else None))
+                if items:
+                    rollout.compacted(items)  # the starting history, replayed like a compaction
         agent = Agent(client, orchestrator, Context(items, settings.window_tokens), system, sink,
                       tools=[t.spec() for t in tools], limits=settings.limits, rollout=rollout,
-                      max_output_tokens=settings.max_output_tokens)
-        agent.session_id = session_id  # type: ignore[attr-defined]
-        if settings.resume is not None:
-            agent._close_open_calls()  # killed mid-tool: those calls get a synthetic result
+                      max_output_tokens=settings.max_output_tokens, session_id=session_id)
+        if resume is not None:
+            agent.close_open_calls()  # killed mid-tool: those calls get a synthetic result
         sink(SessionStarted(session_id=session_id, provider=client.provider, model=client.model,
                             cwd=policy.workspace, sandbox=f"{policy.mode.value} ({session.backend})",
                             approval=settings.approval, rollout_path=str(rollout.path) if rollout else None,
-                            resumed=settings.resume is not None))
+                            resumed=resume is not None))
         try:
             yield agent
         finally:

@@ -7,7 +7,6 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from agent.context import budget
 from agent.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 from sandbox.result import Result
 
@@ -70,7 +69,7 @@ class Shell(Tool):
         except SessionError as exc:
             partial = (exc.stdout + exc.stderr).decode("utf-8", "replace")
             text = f"the sandbox worker failed while running the command: {exc}"
-            return ToolOutput(text + (f"\nPartial output:\n{budget(partial)}" if partial else ""), is_error=True)
+            return ToolOutput(text + (f"\nPartial output:\n{partial}" if partial else ""), is_error=True)
         except trio.Cancelled:
             raise
         return ToolOutput(format_result(result), is_error=not result.ok, exit_code=result.returncode,
@@ -99,4 +98,4 @@ def format_result(r: Result) -> str:
             parts.append(f"{label}{note}:\n{text.rstrip()}")
     if not out and not err:
         parts.append("(no output)")
-    return budget("\n".join(parts))
+    return "\n".join(parts)  # budgeted once, with any denial note, when the orchestrator records it

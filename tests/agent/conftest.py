@@ -1,8 +1,12 @@
-"""Fixtures for the model-client tests: a client factory bound to a fake server, with fast retries."""
+"""Fixtures: a client factory bound to a fake server (fast retries); a scratch workspace for CLI runs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,3 +39,21 @@ async def client_for() -> AsyncIterator[Callable[..., HTTPModelClient]]:
     yield make
     for client in made:
         await client.aclose()
+
+
+AGENT_TEST_BASE = Path("/srv/stockade-agent-test")  # not /tmp: the sandbox's /tmp is private
+
+
+@pytest.fixture
+def ws() -> Iterator[Path]:
+    """An empty workspace directory, removed after the test."""
+    AGENT_TEST_BASE.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="ws-", dir=AGENT_TEST_BASE))
+    (root / "ws").mkdir()
+    try:
+        yield root / "ws"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            AGENT_TEST_BASE.rmdir()  # only when no other run is using it
+

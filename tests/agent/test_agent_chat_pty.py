@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pty
 import select
-import shutil
 import signal
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 from fake_servers import FakeModelServer, Reply, ToolCallSpec
-
-BASE = Path("/srv/stockade-agent-test")
 
 
 class Terminal:
@@ -69,19 +62,6 @@ class Terminal:
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(self.fd)
-
-
-@pytest.fixture
-def ws() -> Iterator[Path]:
-    BASE.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="pty-", dir=BASE))
-    (root / "ws").mkdir()
-    try:
-        yield root / "ws"
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            BASE.rmdir()  # only when no other run is using it
 
 
 def chat(server: FakeModelServer, ws: Path, *extra: str) -> Terminal:

@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 from fake_servers import FakeModelServer, Reply, ToolCallSpec
 
 from agent.protocol import parse_event
 from agent.rollout import find_session, load
 
-BASE = Path("/srv/stockade-agent-test")
 STOCKADE = [sys.executable, "-c", "from agent.cli import main; main()"]
-
-
-@pytest.fixture
-def ws() -> Iterator[Path]:
-    BASE.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="cli-", dir=BASE))
-    (root / "ws").mkdir()
-    try:
-        yield root / "ws"
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            BASE.rmdir()  # only when no other run is using it
 
 
 def model_flags(server: FakeModelServer) -> list[str]:

@@ -386,7 +386,7 @@ async def test_transcript_is_written_and_resume_continues(box: Box) -> None:
     script = [Reply(tool_calls=[shell("echo one > one.txt")]), Reply(text="first done")]
     async with running("chat", script, box) as (agent, _sink, _server, _events):
         await agent.turn("first task")
-        session_id = agent.session_id  # type: ignore[attr-defined]
+        session_id = agent.session_id
     loaded = load(find_session(session_id))
     kinds = [type(i).__name__ for i in loaded.items]
     assert kinds == ["UserMessage", "AssistantMessage", "ToolResult", "AssistantMessage"]
