@@ -207,11 +207,7 @@ def prepare(
         def limits_preexec() -> None:
             hook[0]()
 
-        if proxy is not None:
-            launch = chosen.launch(rp, host, list(argv), child_env, limits_preexec=limits_preexec,
-                                   proxy=proxy)  # type: ignore[call-arg]
-        else:
-            launch = chosen.launch(rp, host, list(argv), child_env, limits_preexec=limits_preexec)
+        launch = chosen.launch(rp, host, list(argv), child_env, limits_preexec=limits_preexec, proxy=proxy)
         # A pid namespace already catches orphans: skip the subreaper (and the ctypes import it needs).
         hook.append(make_preexec(dataclasses.replace(plan, subreaper=plan.subreaper and not launch.kills_tree)))
     except BaseException:
@@ -246,10 +242,7 @@ def _prepare_windows(argv: list[str], policy: SandboxPolicy, rp: ResolvedPolicy,
                      timeout: float | None) -> Prepared:
     """`prepare` for Windows: no cgroup, no rlimits, no pre-exec hook (there is no fork to hook)."""
     try:
-        if proxy is not None:
-            launch = chosen.launch(rp, host, list(argv), child_env, proxy=proxy)  # type: ignore[call-arg]
-        else:
-            launch = chosen.launch(rp, host, list(argv), child_env)
+        launch = chosen.launch(rp, host, list(argv), child_env, proxy=proxy)
     except BaseException:
         if proxy is not None:
             proxy.close()

@@ -16,10 +16,21 @@ from typing import Any
 
 from policies.host import HostFacts
 from policies.model import SandboxPolicy
-from policies.resolve import resolve
+from policies.resolve import ResolvedPolicy, resolve
 from sandbox.backends import choose
 from sandbox.backends.base import SandboxSetupError
 from sandbox.detect import host_facts
+
+
+def _resolved(rp: ResolvedPolicy) -> dict[str, Any]:
+    """The resolved paths of a plan, as explain prints them."""
+    return {
+        "workspace": rp.workspace,
+        "writable": list(rp.writable),
+        "protected": [dataclasses.asdict(p) for p in rp.protected],
+        "deny_read": [dataclasses.asdict(d) for d in rp.deny_read],
+        "problems": list(rp.problems),
+    }
 
 
 def explain_plan(
@@ -40,13 +51,7 @@ def explain_plan(
             return plan
         return _foreign_plan(plan, policy, platform, host, command)
     rp = resolve(policy, host)
-    plan["resolved"] = {
-        "workspace": rp.workspace,
-        "writable": list(rp.writable),
-        "protected": [dataclasses.asdict(p) for p in rp.protected],
-        "deny_read": [dataclasses.asdict(d) for d in rp.deny_read],
-        "problems": list(rp.problems),
-    }
+    plan["resolved"] = _resolved(rp)
     try:
         chosen, protections = choose(rp, host, backend)
     except SandboxSetupError as exc:
@@ -104,11 +109,7 @@ def _foreign_plan(plan: dict[str, Any], policy: SandboxPolicy, platform: str, ho
         name = "windows"
     plan["target"] = target.to_dict()
     plan["resolved"] = {
-        "workspace": rp.workspace,
-        "writable": list(rp.writable),
-        "protected": [dataclasses.asdict(p) for p in rp.protected],
-        "deny_read": [dataclasses.asdict(d) for d in rp.deny_read],
-        "problems": list(rp.problems),
+        **_resolved(rp),
         "resolution": "on paper: paths from the policy's strings, no symlink, junction or glob followed",
     }
     if not policy.confined:

@@ -62,6 +62,7 @@ from policies.host import HostFacts
 from policies.model import EnvInherit, SandboxPolicy
 from policies.resolve import ResolvedPolicy
 from sandbox.backends.base import ENFORCED, Launch, SandboxSetupError
+from sandbox.denials import REFUSAL_MARKERS
 from sandbox.detect import host_facts
 from sandbox.execute import (
     DRAIN_SECONDS,
@@ -473,10 +474,8 @@ class _Run:
 
 def _mentions_refusal(run: _Run) -> bool:
     """Whether the output may hold a refusal worth explaining (a cheap scan; the parser decides)."""
-    from sandbox.denials import REFUSAL_MARKERS
-
-    data = run.err.value() + run.out.value()
-    return any(word in data for word in REFUSAL_MARKERS)
+    err, out = run.err.value(), run.out.value()
+    return any(word in err or word in out for word in REFUSAL_MARKERS)
 
 
 class Session:

@@ -98,6 +98,11 @@ class Backend:
         env: dict[str, str],
         *,
         limits_preexec: Callable[[], None] | None = None,
+        proxy: object | None = None,
     ) -> Launch:
-        """Prepare the spawn. `limits_preexec` (rlimits, cgroup attach) must run in the child."""
+        """Prepare the spawn. `limits_preexec` (rlimits, cgroup attach) must run in the child.
+
+        `proxy`: the run's filtering proxy (`sandbox.proxy.FilteringProxy`) for a confined network
+        allowlist, started by the engine; None otherwise.
+        """
         raise NotImplementedError

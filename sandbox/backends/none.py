@@ -28,6 +28,7 @@ class NoneBackend(Backend):
         env: dict[str, str],
         *,
         limits_preexec: Callable[[], None] | None = None,
+        proxy: object | None = None,  # never set: full access has no allowlist to enforce
     ) -> Launch:
         if rp.policy.confined:
             raise SandboxSetupError(

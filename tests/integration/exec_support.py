@@ -33,14 +33,19 @@ def backend_unavailable(name: str) -> str | None:
         return f"backend {name} not importable: {exc}"
 
 
-def backend_params() -> list[object]:
-    """'none' always; 'bwrap' and 'landlock' when their modules exist and the host supports them."""
-    params: list[object] = [pytest.param("none", id="none")]
+def confining_backend_params() -> list[object]:
+    """'bwrap' and 'landlock', each skipped (with the reason) when this host cannot run it."""
+    params: list[object] = []
     for name in ("bwrap", "landlock"):
         reason = backend_unavailable(name)
         params.append(pytest.param(name, id=name, marks=[
             getattr(pytest.mark, name), pytest.mark.skipif(reason is not None, reason=str(reason))]))
     return params
+
+
+def backend_params() -> list[object]:
+    """'none' always; 'bwrap' and 'landlock' when their modules exist and the host supports them."""
+    return [pytest.param("none", id="none"), *confining_backend_params()]
 
 
 def policy_for(backend: str, workspace: object, **limits: object) -> SandboxPolicy:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from exec_support import backend_unavailable
+from exec_support import confining_backend_params
 
 from agent.patch import PatchError, PatchPlan, parse_patch, plan_patch
 from policies.model import Limits, Mode, SandboxPolicy
@@ -24,15 +24,6 @@ from sandbox.detect import host_facts
 from sandbox.session import FileOpError, Session
 
 BASE = Path(os.environ.get("STOCKADE_PATCH_TEST_BASE", "/srv/stockade-patch-test"))
-
-
-def _params() -> list[object]:
-    out = []
-    for name in ("bwrap", "landlock"):
-        reason = backend_unavailable(name)
-        out.append(pytest.param(name, id=name, marks=[getattr(pytest.mark, name),
-                                                      pytest.mark.skipif(reason is not None, reason=str(reason))]))
-    return out
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +62,7 @@ def tree() -> Iterator[Tree]:
             BASE.rmdir()  # only when no other run is using it
 
 
-@pytest.fixture(params=_params())
+@pytest.fixture(params=confining_backend_params())
 def session(request: pytest.FixtureRequest, tree: Tree) -> Iterator[Session]:
     policy = SandboxPolicy(mode=Mode.WORKSPACE_WRITE, workspace=str(tree.ws), limits=Limits(timeout=20.0))
     host = dataclasses.replace(host_facts(), home=str(tree.root / "home"))

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 import trio
-from exec_support import backend_unavailable
+from exec_support import backend_unavailable, confining_backend_params
 
 from policies.host import HostFacts
 from policies.model import Limits, Mode, SandboxPolicy
@@ -34,15 +34,6 @@ from sandbox.session import FileOpError, Session, SessionError
 
 BASE = Path(os.environ.get("STOCKADE_SESSION_TEST_BASE", "/srv/stockade-session-test"))
 RUN_TIMEOUT = 20.0
-
-
-def _params() -> list[object]:
-    out = []
-    for name in ("bwrap", "landlock"):
-        reason = backend_unavailable(name)
-        out.append(pytest.param(name, id=name, marks=[getattr(pytest.mark, name),
-                                                      pytest.mark.skipif(reason is not None, reason=str(reason))]))
-    return out
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +85,7 @@ def box() -> Iterator[Box]:
             BASE.rmdir()  # only when no other run is using it
 
 
-@pytest.fixture(params=_params())
+@pytest.fixture(params=confining_backend_params())
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
