@@ -79,7 +79,7 @@ from sandbox.execute import (
     spawn,
 )
 from sandbox.result import Denial, Result
-from sandbox.worker import HEADER, MAX_CHANNELS, MAX_FRAME, FrameError, FrameReader, encode
+from sandbox.worker import ENV_SLOTS, HEADER, MAX_CHANNELS, MAX_FRAME, FrameError, FrameReader, encode
 
 if TYPE_CHECKING:
     import trio
@@ -174,6 +174,22 @@ class _Chan:
         self.sock = sock
         self.fd = sock.fileno()
         self.reader = FrameReader()
+        self.env_slots: list[int | None] = [None] * ENV_SLOTS  # which env (by id) the worker holds in each
+        self.next_slot = 0
+
+    def env_field(self, env_id: int, env_json: str) -> str:
+        """The request's env fields: a slot the worker already holds, or the env itself into a slot."""
+        slots = self.env_slots
+        if env_id in slots:
+            return f'"env_slot":{slots.index(env_id)}'
+        slot = self.next_slot
+        self.next_slot = (slot + 1) % ENV_SLOTS
+        slots[slot] = env_id
+        return f'"env_slot":{slot},"env":{env_json}'
+
+    def forget_envs(self) -> None:
+        """After an error the worker may not have stored what we sent: send every env again."""
+        self.env_slots = [None] * ENV_SLOTS
 
     def send(self, msg: dict[str, Any], fds: Iterable[int] = (), timeout: float = 30.0) -> None:
         self.send_frame(encode(msg)[HEADER.size:], fds, timeout)
@@ -465,17 +481,18 @@ class _Run:
     def writers_done(self) -> None:
         """Close the host's copies of the output write ends: once the command's tree is gone, EOF follows."""
         for fd in self.writers:
-            with contextlib.suppress(OSError):
+            try:
                 os.close(fd)
+            except OSError:
+                pass
         self.writers = []
 
 
 # -- the session ------------------------------------------------------------------------------------------
 
-def _mentions_refusal(run: _Run) -> bool:
+def _mentions_refusal(out: bytes, err: bytes) -> bool:
     """Whether the output may hold a refusal worth explaining (a cheap scan; the parser decides)."""
-    err, out = run.err.value(), run.out.value()
-    return any(word in err or word in out for word in REFUSAL_MARKERS)
+    return bool(out or err) and any(word in err or word in out for word in REFUSAL_MARKERS)
 
 
 class Session:
@@ -542,8 +559,9 @@ class Session:
         self._closed = False
         self._ids = itertools.count(1)
         self._rp_cache: dict[str, ResolvedPolicy] = {}
-        self._env_cache: dict[tuple[Any, ...], str] = {}
-        self._environ_seen: tuple[dict[bytes, bytes] | None, str] = (None, "")
+        self._env_cache: dict[tuple[Any, ...], tuple[int, str]] = {}
+        self._environ_seen: tuple[dict[bytes, bytes] | None, tuple[int, str]] = (None, (0, ""))
+        self._env_ids = itertools.count(1)
         self._cmd_launch = Launch(argv=[], env={}, cwd="")  # what build_result reads: no signal folding
         self._workspace = os.path.realpath(policy.workspace)
         self._tmpdir = "/tmp"
@@ -660,7 +678,7 @@ class Session:
         self.backend = prep.backend
         self.protections = {**prep.protections, "tree-kill": TREE_KILL}
         self._tmpdir = prep.launch.env.get("TMPDIR", "/tmp")
-        self._rp_cache, self._env_cache, self._environ_seen = {}, {}, (None, "")
+        self._rp_cache, self._env_cache, self._environ_seen = {}, {}, (None, (0, ""))
         # Without a pid namespace or a cgroup, only the pids the worker reports let the host kill
         # commands a dead worker left behind: ask for them then (a `started` message per command).
         self._notify = not prep.launch.kills_tree and prep.cgroup is None
@@ -715,7 +733,9 @@ class Session:
                 return w, chan
             raise AssertionError("unreachable")
 
-    def _release(self, w: _Worker, chan: _Chan, reusable: bool) -> None:
+    def _release(self, w: _Worker, chan: _Chan, reusable: bool, run: _Run | None = None) -> None:
+        if run is not None and run.exit is None:
+            chan.forget_envs()  # the request may have been refused before its env was stored
         with self._cond:
             w.inflight.pop(chan, None)
             self._cond.notify()
@@ -741,8 +761,8 @@ class Session:
 
     # -- commands ------------------------------------------------------------------------------------------
 
-    def _command_env(self, env: Mapping[str, str] | None) -> str:
-        """`build_env` for this caller env, as JSON, memoised on exactly the variables it reads."""
+    def _command_env(self, env: Mapping[str, str] | None) -> tuple[int, str]:
+        """`build_env` for this caller env as (id, JSON), memoised on exactly the variables it reads."""
         caller = os.environ if env is None else env
         if env is None:
             data = getattr(os.environ, "_data", None)  # CPython's backing dict: one compare instead of lookups
@@ -763,7 +783,7 @@ class Session:
                         child[name] = self._tmpdir
             if len(self._env_cache) > 64:
                 self._env_cache.clear()
-            encoded = self._env_cache[key] = json.dumps(child)
+            encoded = self._env_cache[key] = (next(self._env_ids), json.dumps(child))
         if env is None and data is not None:
             self._environ_seen = (dict(data), encoded)
         return encoded
@@ -794,7 +814,7 @@ class Session:
                 fds.append(stdin if isinstance(stdin, int) else stdin.fileno())  # type: ignore[union-attr]
             # Spelled out rather than json.dumps(dict): the env's JSON is memoised (the fast path).
             body = (f'{{"op":"run","id":{run.rid},"argv":[{",".join(map(_jstr, run.argv))}],'
-                    f'"env":{self._command_env(env)},"cwd":{_jstr(run_cwd)},'
+                    f'{chan.env_field(*self._command_env(env))},"cwd":{_jstr(run_cwd)},'
                     f'"timeout":{"null" if timeout_s is None else repr(float(timeout_s))},"nfds":{len(fds)},'
                     f'"notify":{"true" if notify or self._notify else "false"}}}').encode()
             try:
@@ -854,7 +874,7 @@ class Session:
             run.close_stdin()
             for fd in (out_r, err_r):
                 os.close(fd)
-            self._release(w, chan, reusable)
+            self._release(w, chan, reusable, run)
         return self._finish(w, run)
 
     def _supervise(self, w: _Worker, chan: _Chan, run: _Run, out_r: int, err_r: int,
@@ -950,16 +970,18 @@ class Session:
 
     def _finish(self, w: _Worker, run: _Run) -> Result:
         ex = run.exit
-        if ex is not None and ex.get("status") == 0 and not ex.get("timed_out") and not _mentions_refusal(run):
+        if ex is not None and ex["status"] == 0 and not ex["timed_out"]:
             # The common case, built directly: what build_result adds (limits, timeout, denials read from
             # the output) only concerns a failed command, or one whose output mentions a refusal (a swallowed
             # "Read-only file system" still gets explained, as `sandbox.run` does).
             out, err = run.out, run.err
-            return Result(argv=run.argv, exit_code=0, signal=None, stdout=out.value(), stderr=err.value(),
-                          stdout_truncated=out.truncated, stderr_truncated=err.truncated, stdout_total=out.total,
-                          stderr_total=err.total, duration=float(ex.get("duration", 0.0)),
-                          peak_rss_kb=ex.get("maxrss"), backend=self.backend, protections=dict(self.protections),
-                          denials=self._proxy_denials(w), warnings=w.prep.all_warnings())
+            stdout, stderr = out.value(), err.value()
+            if not _mentions_refusal(stdout, stderr):
+                return Result(argv=run.argv, exit_code=0, signal=None, stdout=stdout, stderr=stderr,
+                              stdout_truncated=out.truncated, stderr_truncated=err.truncated,
+                              stdout_total=out.total, stderr_total=err.total, duration=ex["duration"],
+                              peak_rss_kb=ex["maxrss"], backend=self.backend, protections=dict(self.protections),
+                              denials=self._proxy_denials(w), warnings=w.prep.all_warnings())
         prep = Prepared(argv=run.argv, policy=self.policy, launch=self._cmd_launch, backend=self.backend,
                         protections=self.protections, timeout=run.timeout, cgroup=None,
                         resolved=self._rp_for(run.cwd))
@@ -1383,7 +1405,7 @@ class SessionProcess:
                     os.close(fd)
             if self._stdin is not None:
                 self._stdin.close()
-            self._session._release(w, self._chan, reusable and run.over)
+            self._session._release(w, self._chan, reusable and run.over, run)
             self._send.close()
             self._first.set()
             self._done.set()

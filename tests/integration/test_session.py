@@ -31,6 +31,7 @@ from policies.model import Limits, Mode, SandboxPolicy
 from sandbox.backends.base import SandboxSetupError
 from sandbox.detect import host_facts
 from sandbox.session import FileOpError, Session, SessionError
+from sandbox.worker import ENV_SLOTS
 
 BASE = Path(os.environ.get("STOCKADE_SESSION_TEST_BASE", "/srv/stockade-session-test"))
 RUN_TIMEOUT = 20.0
@@ -176,6 +177,33 @@ def test_env_is_the_policys(session: Session) -> None:
     env = dict(line.split("=", 1) for line in r.stdout.decode().splitlines())
     assert "OPENAI_API_KEY" not in env and env["HOME"] == "/h" and env["STOCKADE_SANDBOX"] == "1"
 
+
+
+def test_env_sent_once_per_channel_and_always_right(session: Session) -> None:
+    """Envs travel once per channel slot; cycling through more envs than slots, and a refused
+    request in between, never hands a command the wrong environment."""
+    def seen(marker: str | None) -> str | None:
+        env = {"PATH": os.environ["PATH"], "HOME": "/h"}
+        if marker is not None:
+            env["LANG"] = marker
+        r = session.exec(["sh", "-c", 'echo "${LANG-unset}"'], env=env)
+        return r.stdout.decode().strip()
+
+    markers = [f"C.m{i}" for i in range(ENV_SLOTS + 2)]
+    for _ in range(3):
+        for marker in markers:
+            assert seen(marker) == marker
+    assert seen(None) == "unset"
+    w, chan = session._acquire()
+    held = [slot for slot in chan.env_slots if slot is not None]
+    session._release(w, chan, True)
+    assert held, "the channel remembers what it sent"
+    assert session.exec(["no-such-command-xyz"]).exit_code == 127  # a refused request: slots forgotten
+    w, chan = session._acquire()
+    assert chan.env_slots == [None] * ENV_SLOTS
+    session._release(w, chan, True)
+    for marker in markers[:2]:
+        assert seen(marker) == marker
 
 def test_streaming(session: Session) -> None:
     seen: list[tuple[float, str, bytes]] = []

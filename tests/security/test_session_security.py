@@ -28,7 +28,7 @@ import pytest
 
 from policies.model import Limits, Mode, SandboxPolicy
 from sandbox.session import FileOpError, Session, SessionError, _Chan
-from sandbox.worker import HEADER, MAX_FDS, MAX_FRAME
+from sandbox.worker import BINARY, EXIT_RECORD, HEADER, MAX_FDS, MAX_FRAME
 
 CANARY = os.environ.get("STOCKADE_SECTEST_CANARY") == "1"
 TIMEOUT = 10.0
@@ -139,7 +139,14 @@ def test_malformed_requests_get_errors_not_crashes(session: Session) -> None:
             b'{"op": "attach", "id": 15, "nfds": 0}',
             b'{"op": "kill", "id": true}',
             b'{"op": "run", "id": 16, "argv": ["ls"], "env": {"A=B": "c"}, "cwd": "/", "nfds": 0}',
+            b'{"op": "run", "id": 17, "argv": ["ls"], "env": {}, "env_slot": 99, "cwd": "/", "nfds": 0}',
+            b'{"op": "run", "id": 18, "argv": ["ls"], "env_slot": "0", "cwd": "/", "nfds": 0}',
+            b'{"op": "run", "id": -1, "argv": ["ls"], "env": {}, "cwd": "/", "nfds": 0}',
+            b'{"op": "ping", "id": 18446744073709551616}',
         ]
+        # Binary records are the worker's to send: one sent to it is refused, known size or not.
+        binary = [HEADER.pack(BINARY | EXIT_RECORD.size) + bytes(EXIT_RECORD.size),
+                  HEADER.pack(BINARY | 7) + bytes(7)]
         for body in bad:
             chan.sock.setblocking(True)
             chan.sock.sendall(_frame(body))
@@ -147,6 +154,12 @@ def test_malformed_requests_get_errors_not_crashes(session: Session) -> None:
             reply = _replies(chan, 1)
             assert len(reply) == 1 and reply[0].get("ok") is False, (body, reply)
             assert reply[0]["error"]["kind"] in ("bad-frame", "bad-request", "content"), (body, reply)
+        for raw in binary:
+            chan.sock.setblocking(True)
+            chan.sock.sendall(raw)
+            chan.sock.setblocking(False)
+            reply = _replies(chan, 1)
+            assert len(reply) == 1 and reply[0].get("ok") is False, (raw, reply)
         # Fds sent along with a malformed request are closed by the worker, not kept.
         chan.sock.sendmsg([_frame(b'{"op": "run", "id": 20, "argv": 5, "nfds": 2}')],
                           [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pipe_r, pipe_w]))])
