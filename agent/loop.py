@@ -149,7 +149,9 @@ class Agent:
         if text is not None:
             self._record(UserMessage(text=text))
         result: TurnCompleted | None = None
-        deadline = self.started + self.limits.wall_time if self.limits.wall_time else math.inf
+        # self.started is time.monotonic(); trio's clock has its own origin: convert through what is left.
+        left = self.limits.wall_time - (time.monotonic() - self.started) if self.limits.wall_time else math.inf
+        deadline = trio.current_time() + left
         with trio.CancelScope() as scope, trio.move_on_at(deadline) as wall:
             self._turn_scope = scope
             try:

@@ -76,6 +76,18 @@ def test_exec_max_turns_exit_code(ws: Path) -> None:
     assert "max_turns" in proc.stderr
 
 
+
+def test_exec_max_time_ends_a_long_turn_and_spares_a_short_one(ws: Path) -> None:
+    with FakeModelServer("chat", [Reply(tool_calls=[shell("true")]), Reply(text="done")]) as server:
+        proc = run(["exec", "--max-time", "60", *model_flags(server), "quick"], ws)
+    assert proc.returncode == 0, proc.stderr  # a generous limit does not end the turn at once
+    started = time.monotonic()
+    script = [Reply(tool_calls=[shell("sleep 30")]), Reply(text="never")]
+    with FakeModelServer("chat", script) as server:
+        proc = run(["exec", "--max-time", "1.5", *model_flags(server), "slow"], ws)
+    assert proc.returncode == 3, proc.stderr
+    assert "wall-time limit" in proc.stderr and time.monotonic() - started < 20
+
 def test_exec_model_failure_exit_code(ws: Path) -> None:
     from fake_servers import Fault
 
