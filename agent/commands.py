@@ -463,10 +463,12 @@ given again as options.
 @click.option("--json", "as_json", is_flag=True, help="Print every event as one JSON line on stdout.")
 @click.option("-o", "--output-last-message", "output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the agent's last message to FILE.")
+@click.option("--diff", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Write the workspace's change (git diff from HEAD, new files included) to FILE, for CI.")
 @click.argument("session_id", required=False)
 @click.argument("prompt", required=False)
 def resume(session_id: str | None, prompt: str | None, list_only: bool, fork: bool, as_json: bool,
-           output: Path | None, **kw: Any) -> None:
+           output: Path | None, diff: Path | None, **kw: Any) -> None:
     from agent.items import AssistantMessage, ToolResult, UserMessage
     from agent.rollout import RolloutError, age, find_session, list_sessions, load
 
@@ -493,12 +495,14 @@ def resume(session_id: str | None, prompt: str | None, list_only: bool, fork: bo
     prepared = _prepare(kw, default_approval="never", resume=loaded)
     prepared.settings.fork = fork
     if prompt is not None:
-        code = trio.run(_run_headless, prepared, _read_prompt(prompt), as_json, output)
+        code = trio.run(_run_headless, prepared, _read_prompt(prompt), as_json, output, diff)
         sys.exit(code)
     last = loaded.items[-1] if loaded.items else None
     if isinstance(last, UserMessage | ToolResult) or (isinstance(last, AssistantMessage) and last.tool_calls):
         # It stopped before the model answered (killed or interrupted mid-turn): carry on.
-        sys.exit(trio.run(_run_headless, prepared, None, as_json, output))
+        sys.exit(trio.run(_run_headless, prepared, None, as_json, output, diff))
+    if diff is not None:
+        _fail("--diff needs a PROMPT (or a session stopped mid-turn): an interactive chat writes no patch")
     if sys.stdin.isatty():
         sys.exit(trio.run(_run_chat, prepared, None))
     _fail("the session ended cleanly and stdin is not a terminal: give a PROMPT to continue it")
