@@ -57,6 +57,7 @@ def cli() -> None:
     stockade run -- CMD      run a command confined (workspace-write, no network)
     stockade explain         show the plan a policy compiles to on this host
     stockade doctor          show what this host supports and how to fix what is missing
+    stockade mcp             serve the sandbox to an MCP client (stdio)
     """
 
 
@@ -170,6 +171,32 @@ def doctor(as_json: bool, refresh: bool) -> None:
         click.echo(render_doctor(report))
     sys.exit(0 if report["ok"] else 1)
 
+
+
+@cli.command()
+@_policy_options
+def mcp(**kwargs: object) -> None:
+    """Serve the sandbox to an MCP client on stdio (tools: exec, read_file, write_file, list_dir, search).
+
+    One confined session serves every call: its /tmp and what it wrote persist
+    between calls. The policy is fixed here, by these options (and the config
+    files, as for `stockade run`); a client cannot widen it. Logs go to stderr.
+
+    \b
+    Examples (an MCP client's server entry):
+      {"command": "stockade", "args": ["mcp", "--cwd", "/path/to/repo"]}
+      {"command": "stockade", "args": ["mcp", "--policy", "read-only", "--cwd", "/path/to/repo"]}
+      {"command": "stockade", "args": ["mcp", "--allow-domain", "pypi.org", "--cwd", "."]}
+    """
+    import trio
+
+    from sandbox.mcp_server import serve
+
+    policy = _load(_collect(kwargs))
+    try:
+        sys.exit(trio.run(serve, policy, str(kwargs.get("backend") or "auto")))
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 def quote(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
