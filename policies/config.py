@@ -228,6 +228,13 @@ _SCHEMA: dict[str, Any] = {
     },
 }
 _NULLABLE_LIMITS = {"timeout", "memory_mb", "pids", "file_size_mb", "cpu_seconds"}
+# Upper bounds, so a typo cannot overflow the kernel interfaces the limits end up in (epoll's timeout in ms,
+# cgroup pids.max, setrlimit and bwrap --size in bytes): beyond them the run crashed or silently lost a limit.
+MAX_TIMEOUT = 2_000_000.0  # seconds (23 days); epoll_wait takes at most 2**31-1 ms
+_MAX_MB = 2**43 - 1  # MiB: the byte count must fit a signed 64-bit value
+_MAXIMA: dict[str, int] = {"timeout": int(MAX_TIMEOUT), "memory_mb": _MAX_MB, "file_size_mb": _MAX_MB,
+                           "pids": 4_194_304, "cpu_seconds": 2**62, "output_bytes": 2**62,
+                           "idle_timeout": int(MAX_TIMEOUT)}
 
 
 def _check(source: str, data: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -281,8 +288,12 @@ def _convert(source: str, key: str, value: Any, kind: Any) -> Any:
         if isinstance(value, bool) or not ok:
             want = "an integer" if kind == "int" else "a number"
             raise PolicyError(source, key, f"expected {want}, got {_tname(value)}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise PolicyError(source, key, f"expected a finite number, got {value}")
         if value < 0:
             raise PolicyError(source, key, "must not be negative")
+        if leaf in _MAXIMA and value > _MAXIMA[leaf]:
+            raise PolicyError(source, key, f"{value} is too large (at most {_MAXIMA[leaf]})")
         return value
     if isinstance(kind, tuple) and kind[0] == "enum":
         enum = kind[1]
@@ -361,12 +372,23 @@ def _parse_toml(text: bytes) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- profiles
 
-def profile_path(name_or_file: str) -> Path:
-    """A profile name (`read-only`) or a path to a TOML file."""
+def profile_path(name_or_file: str, source: str = "--policy", key: str = "",
+                 base: Path | None = None) -> Path:
+    """A profile name (`read-only`) or a path to a TOML file (relative to `base`, else the current directory).
+
+    `source`/`key` say where the name came from (`--policy`, or a file and its `profile`/`extends` key), so an
+    unknown name is reported where the user wrote it.
+    """
     looks_like_file = "/" in name_or_file or name_or_file.endswith(".toml")
     if looks_like_file:
         path = Path(name_or_file).expanduser()
+        if base is not None and not path.is_absolute():
+            path = base / path
+        if path.is_dir():
+            raise PolicyError(str(path), "", "is a directory, expected a TOML file")
         if not path.is_file():
+            if key:
+                raise PolicyError(source, key, f"policy file {str(path)!r} not found")
             raise PolicyError(name_or_file, "", "policy file not found")
         return path
     for directory in (user_profiles_dir(), PROFILES_DIR):
@@ -374,11 +396,13 @@ def profile_path(name_or_file: str) -> Path:
         if candidate.is_file():
             return candidate
     known = ", ".join(available_profiles())
-    raise PolicyError("--policy", "", f"unknown profile {name_or_file!r} (known: {known})")
+    raise PolicyError(source, key, f"unknown profile {name_or_file!r} (known: {known})")
 
 
-def load_profile(name_or_file: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    path = profile_path(name_or_file)
+def load_profile(name_or_file: str, _seen: tuple[str, ...] = (), *, source: str = "--policy", key: str = "",
+                 base: Path | None = None) -> dict[str, Any]:
+    """The profile's merged data; `extends` is resolved relative to the extending file's directory."""
+    path = profile_path(name_or_file, source, key, base)
     data = read_toml(path)
     for root in data.get("writable_roots", ()):
         expanded = os.path.expanduser(root)
@@ -390,9 +414,11 @@ def load_profile(name_or_file: str, _seen: tuple[str, ...] = ()) -> dict[str, An
     parent = data.pop("extends", None)
     if parent is None:
         return data
-    if parent in _seen or parent == name_or_file:
+    me = str(path.resolve())
+    parent_path = profile_path(parent, str(path), "extends", path.parent)
+    if str(parent_path.resolve()) in (*_seen, me):
         raise PolicyError(str(path), "extends", f"profile {parent!r} extends itself")
-    return _merge(load_profile(parent, (*_seen, name_or_file)), data)
+    return _merge(load_profile(parent, (*_seen, me), source=str(path), key="extends", base=path.parent), data)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -431,7 +457,10 @@ def build_policy(
     use_project_config: bool = True,
 ) -> SandboxPolicy:
     ov = overrides or Overrides()
-    workspace = os.path.abspath(ov.workspace or os.getcwd())
+    try:
+        workspace = os.path.abspath(ov.workspace or os.getcwd())
+    except FileNotFoundError:  # the current directory was deleted
+        raise PolicyError("--cwd", "", "the current directory no longer exists; pass --cwd DIR") from None
     if not os.path.isdir(workspace):
         raise PolicyError("--cwd", "", f"workspace {workspace} is not a directory")
 
@@ -453,13 +482,19 @@ def build_policy(
 
     _check_roots(user, str(upath), workspace)
     _check_roots(project, str(ppath), workspace)
-    profile_name = ov.policy or user.get("profile") or DEFAULT_PROFILE
-    data = _merge(load_profile(profile_name), _strip(user))
+    if ov.policy:
+        profile = load_profile(ov.policy)
+    elif user.get("profile"):
+        profile = load_profile(user["profile"], source=str(upath), key="profile", base=upath.parent)
+    else:
+        profile = load_profile(DEFAULT_PROFILE)
+    data = _merge(profile, _strip(user))
     before = _to_policy(data, workspace, str(upath))
     if project:
         base = data
         if project.get("profile") and not ov.policy:
-            base = _merge(load_profile(project["profile"]), _strip(user))
+            base = _merge(load_profile(project["profile"], source=str(ppath), key="profile", base=ppath.parent),
+                          _strip(user))
         merged = _merge(base, _strip(project))
         after = _to_policy(merged, workspace, str(ppath))
         if not trusted:
@@ -538,6 +573,12 @@ def _only_tightens(before: SandboxPolicy, after: SandboxPolicy, source: str) -> 
         refuse("env.passthrough", "would pass secret variables through")
     if not after.env.scrub_secrets and before.env.scrub_secrets:
         refuse("env.scrub_secrets", "would stop removing secret variables")
+    if before.env.scrub_secrets and set(before.env.secret_patterns) - set(after.env.secret_patterns):
+        refuse("env.secret_patterns", "would stop removing some secret variables")
+    for name in ("timeout", "memory_mb", "pids", "file_size_mb", "cpu_seconds", "output_bytes"):
+        was, now = getattr(before.limits, name), getattr(after.limits, name)
+        if was is not None and (now is None or now > was):
+            refuse(f"limits.{name}", f"would raise the limit from {was} to {now or 'unlimited'}")
     order = [EnvInherit.NONE, EnvInherit.CORE, EnvInherit.ALL]
     if order.index(after.env.inherit) > order.index(before.env.inherit):
         refuse("env.inherit", "would inherit more of the environment")
@@ -576,10 +617,16 @@ def apply_overrides(policy: SandboxPolicy, ov: Overrides) -> SandboxPolicy:
         if mode is NetworkMode.ALLOWLIST and not domains:
             raise PolicyError("--network", "", "allowlist needs domains: --allow-domain D (repeatable) or "
                               "network.allow_domains in a policy file")
+        if not policy.confined and mode is not NetworkMode.ON:
+            # full-access runs unconfined (backend none): nothing would enforce it, so say so instead of
+            # running with the network silently on.
+            flag = "--allow-domain" if ov.allow_domains else "--network"
+            raise PolicyError(flag, "", f"network {mode.value} needs a confining policy; full-access runs "
+                              "unconfined (use --policy workspace-write or read-only)")
         changes["network"] = replace(policy.network, mode=mode, allow_domains=domains)
     if ov.timeout is not None:
-        if ov.timeout <= 0:
-            raise PolicyError("--timeout", "", "must be a positive number of seconds")
+        if not 0 < ov.timeout <= MAX_TIMEOUT:  # also refuses nan
+            raise PolicyError("--timeout", "", f"must be a positive number of seconds, at most {MAX_TIMEOUT:g}")
         changes["limits"] = replace(policy.limits, timeout=ov.timeout)
     if ov.env_passthrough or ov.env_set:
         changes["env"] = replace(

@@ -42,7 +42,8 @@ RUN_OPTIONS: tuple[tuple[str, str | None, bool, str], ...] = (
     ("--allow-domain", "DOMAIN", True,
      "Allow this domain (`*.example.com`: its subdomains; `host:port`: that port only; default ports "
      "80 and 443) through the proxy; implies --network allowlist (repeatable)."),
-    ("--timeout", "SECONDS", False, "Wall timeout; the whole process tree is killed (exit 124)."),
+    ("--timeout", "SECONDS", False,
+     "Wall timeout, at most 2000000 seconds; the whole process tree is killed (exit 124)."),
     ("--backend", "|".join(BACKENDS), False,
      "Enforcement backend; auto picks the strongest that gives every protection the policy needs on this "
      "platform (Linux: bwrap, else landlock; macOS: seatbelt; Windows: windows). none: full-access only."),
@@ -79,7 +80,9 @@ def parse_run_args(args: list[str]) -> RunArgs:
             out.command = args[i:]
             break
         name, eq, value = arg.partition("=")
-        if name in _FLAGS and not eq:
+        if name in _FLAGS:
+            if eq:
+                raise UsageError(f"option {name} takes no value (got {arg!r})")
             out.options[name] = True
             i += 1
             continue
@@ -104,14 +107,30 @@ def parse_run_args(args: list[str]) -> RunArgs:
 
 
 def _overrides(opts: dict[str, object]):  # -> policies.config.Overrides
-    from policies.config import Overrides
+    """Validate the option values (one-line UsageError) and turn them into config Overrides."""
+    import math
 
+    from policies.config import MAX_TIMEOUT, Overrides
+
+    for name in ("--policy", "--cwd", "--writable"):
+        values = opts.get(name)
+        # An empty value is almost always an unset shell variable (`--cwd "$WS"`): silently falling back
+        # to the current directory or the default profile would run the command somewhere else.
+        if values == "" or (isinstance(values, list) and "" in values):
+            raise UsageError(f"{name}: empty value")
+    backend = opts.get("--backend")
+    if backend is not None and backend not in BACKENDS:
+        raise UsageError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     timeout = None
     if "--timeout" in opts:
         try:
             timeout = float(str(opts["--timeout"]))
         except ValueError:
             raise UsageError(f"--timeout: {opts['--timeout']!r} is not a number of seconds") from None
+        # nan never expires and inf / huge values overflow the supervisor's poll timeout.
+        if not math.isfinite(timeout) or timeout > MAX_TIMEOUT:
+            raise UsageError(f"--timeout: {opts['--timeout']!r} is not a number of seconds "
+                             f"between 0 and {MAX_TIMEOUT:g}")
     passthrough: list[str] = []
     sets: list[tuple[str, str]] = []
     for item in opts.get("--env", []):  # type: ignore[union-attr]
@@ -156,38 +175,29 @@ def run_command(args: list[str]) -> int:
         return EXIT_USAGE
     as_json = bool(parsed.options.get("--json"))
     backend = str(parsed.options.get("--backend", "auto"))
-    if backend not in BACKENDS:
-        _err(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-        return EXIT_USAGE
 
-    from policies.env import FALLBACK_PATH
     from sandbox.backends.base import SandboxSetupError
     from sandbox.execute import run
 
     command = parsed.command
-    if "/" not in command[0]:
-        import shutil
-
-        path = os.environ.get("PATH", FALLBACK_PATH)
-        if shutil.which(command[0], path=path) is None:
-            _err(f"{command[0]}: command not found")
-            return EXIT_NOTFOUND
-    else:
-        target = os.path.join(policy.workspace, command[0])
-        if not os.path.exists(target):
-            _err(f"{command[0]}: no such file")
-            return EXIT_NOTFOUND
-        if not os.access(target, os.X_OK) or os.path.isdir(target):
-            _err(f"{command[0]}: not executable")
-            return EXIT_NOEXEC
+    missing = _check_command(command[0], policy)
+    if missing is not None:
+        code, msg = missing
+        _err(msg)
+        if as_json:
+            _print_json_failure(command, code, msg)
+        return code
 
     out = sys.stdout.buffer
     err = sys.stderr.buffer
 
     def stream(name: str, chunk: bytes) -> None:
         fh = out if name == "stdout" else err
-        fh.write(chunk)
-        fh.flush()
+        try:
+            fh.write(chunk)
+            fh.flush()
+        except BrokenPipeError:  # `stockade run -- yes | head -1`: the reader is gone
+            raise _OutputClosed from None
 
     import signal
 
@@ -206,24 +216,31 @@ def run_command(args: list[str]) -> int:
             command,
             policy,
             cwd=policy.workspace,
-            stdin=sys.stdin.fileno() if _stdin_usable() else None,
+            stdin=0 if _stdin_usable() else None,
             backend=backend,
             on_output=None if as_json else stream,
         )
+        if as_json:
+            out.write(result.to_json().encode() + b"\n")
+            out.flush()
+        else:
+            for warning in result.warnings:
+                _err(f"warning: {warning}")
+            for denial in result.denials:
+                err.write(denial.hint().encode() + b"\n")
+            err.flush()
     except SandboxSetupError as exc:
         _err(f"sandbox setup failed: {exc}")
+        if as_json:
+            _print_json_failure(command, EXIT_SETUP, f"sandbox setup failed: {exc}")
         return EXIT_SETUP
     except KeyboardInterrupt:
         return 128 + (received[0] if received else signal.SIGINT)
-    if as_json:
-        out.write(result.to_json().encode() + b"\n")
-        out.flush()
-    else:
-        for warning in result.warnings:
-            _err(f"warning: {warning}")
-        for denial in result.denials:
-            err.write(denial.hint().encode() + b"\n")
-        err.flush()
+    except (_OutputClosed, BrokenPipeError):
+        # The run already killed the tree; exit as a command writing to a closed pipe would (SIGPIPE),
+        # without a traceback or Python's "Exception ignored" noise when it flushes at exit.
+        _plug_stdio(force=(1, 2))
+        return 128 + signal.SIGPIPE
     setup = [d for d in result.denials if d.kind == "setup"]
     if setup:
         if not as_json:
@@ -236,6 +253,69 @@ def run_command(args: list[str]) -> int:
     return result.returncode
 
 
+def _check_command(cmd: str, policy) -> tuple[int, str] | None:  # type: ignore[no-untyped-def]
+    """(exit code, message) when CMD cannot run: not found (127) or not executable (126).
+
+    A bare name is looked up in the PATH the command will get inside the sandbox (`--env PATH=...`,
+    `env.set`, else the caller's), relative entries against the workspace, as the sandbox would.
+    """
+    if "/" not in cmd:
+        import shutil
+
+        from policies.env import build_env
+
+        path = build_env(policy, os.environ)["PATH"]
+        search = os.pathsep.join(os.path.join(policy.workspace, d) for d in path.split(os.pathsep))
+        if shutil.which(cmd, path=search) is None:
+            return EXIT_NOTFOUND, f"{cmd}: command not found"
+        return None
+    target = os.path.join(policy.workspace, cmd)
+    if not os.path.exists(target):
+        return EXIT_NOTFOUND, f"{cmd}: no such file"
+    if not os.access(target, os.X_OK) or os.path.isdir(target):
+        return EXIT_NOEXEC, f"{cmd}: not executable"
+    return None
+
+
+def _print_json_failure(command: list[str], code: int, message: str) -> None:
+    """`--json` promises one object on stdout, also when nothing could run (125/126/127)."""
+    import json
+
+    data = {"argv": command, "exit_code": code, "signal": None, "stdout": "", "stderr": message + "\n",
+            "stdout_truncated": False, "stderr_truncated": False, "stdout_total": 0,
+            "stderr_total": len(message) + 1, "timed_out": False, "duration": 0.0, "peak_rss_kb": None,
+            "backend": "", "protections": {}, "denials": [], "warnings": [], "returncode": code,
+            "error": message}
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+class _OutputClosed(Exception):
+    """stockade's own stdout/stderr was closed by its reader while the command was writing."""
+
+
+def _plug_stdio(force: tuple[int, ...] = ()) -> None:
+    """Point closed fds 0-2 (`>&-`), and `force`d ones, at /dev/null, and give sys.stdout/stderr something.
+
+    Otherwise a pipe of the run could take the number of a closed fd, and writing a message would raise.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            if fd not in force:
+                continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
+
+
 def _stdin_usable() -> bool:
     try:
         os.fstat(0)
@@ -246,6 +326,7 @@ def _stdin_usable() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    _plug_stdio()
     if args and args[0] == "run" and not _asks_help(args[1:]):
         sys.exit(run_command(args[1:]))
     from sandbox.cli_full import cli

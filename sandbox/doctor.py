@@ -15,7 +15,11 @@ from sandbox.limits import limits_protection
 
 def doctor_report(refresh: bool = False, workspace: str | None = None) -> dict[str, object]:
     host = host_facts(refresh=refresh)
-    workspace = workspace or os.getcwd()
+    if workspace is None:
+        try:
+            workspace = os.getcwd()
+        except FileNotFoundError:  # the current directory was deleted: any directory shows the same support
+            workspace = os.path.expanduser("~")
     backends: dict[str, dict[str, object]] = {}
     rungs = ladder(host)
     for name in rungs:

@@ -169,7 +169,11 @@ def render_text(plan: dict[str, Any]) -> str:
     pol = plan["policy"]
     lines = [f"policy: {pol['mode']}, network {pol['network']['mode']}, workspace {pol['workspace']}"]
     res = plan.get("resolved")
-    if res:
+    if pol["mode"] == "full-access":
+        # Nothing is confined: listing writable roots, protected paths and hidden secrets would claim
+        # protections that a full-access run does not have.
+        lines.append("unconfined: full-access reads, writes and connects anywhere; no path is protected or hidden")
+    elif res:
         lines.append("writable: " + (", ".join(res["writable"]) or "(none)") + " + private /tmp")
         for p in res["protected"]:
             lines.append(f"protected (read-only): {p['path']} [{p['kind']}] - {p['reason']}")
