@@ -24,7 +24,10 @@ AGENT_COMMANDS = ("exec", "chat", "resume")
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in AGENT_COMMANDS:
-        group = agent_group()
+        try:
+            group = agent_group()  # imports trio, httpx, pydantic: a Ctrl-C often lands here
+        except KeyboardInterrupt:
+            sys.exit(130)
         group.main(args=args, prog_name="stockade")
         return
     if not args or args[0] in ("-h", "--help"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import signal
 import sys
@@ -129,14 +131,13 @@ def _prepare(kw: dict[str, Any], *, default_approval: str, resume: Any = None) -
 
     policy_kw = {k: v for k, v in kw.items() if k not in ("model", "provider", "base_url", "approval", "max_turns",
                                                          "max_time", "token_budget", "ephemeral")}
-    file_settings = _user_agent_settings(bool(kw.get("no_config")))
     meta = resume.meta if resume is not None else None
     if meta is not None:
-        policy_kw.setdefault("cwd", None)
-        policy_kw["cwd"] = policy_kw["cwd"] or meta.cwd
-        policy_kw["policy"] = policy_kw.get("policy") or meta.policy
+        policy_kw = _resume_policy_flags(policy_kw, meta)
+        policy_kw["cwd"] = policy_kw.get("cwd") or meta.cwd
         if not os.path.isdir(meta.cwd):
             _fail(f"the session's workspace {meta.cwd} no longer exists")
+    file_settings = _user_agent_settings(bool(policy_kw.get("no_config")))
     policy = _load(_collect(policy_kw))
     try:
         config = resolve_config(provider=kw.get("provider") or (meta.provider if meta else None),
@@ -152,9 +153,13 @@ def _prepare(kw: dict[str, Any], *, default_approval: str, resume: Any = None) -
         _fail(f"approval {approval!r} is not one of {', '.join(APPROVAL_POLICIES)}")
     limits = Limits(max_turns=kw.get("max_turns") or int(file_settings.get("max_turns", 50)),
                     wall_time=kw.get("max_time"), token_budget=kw.get("token_budget"))
+    if meta is not None and kw.get("approval") and kw["approval"] != meta.approval:
+        click.echo(f"stockade: note: approval for this resume is {kw['approval']} (the session had {meta.approval})",
+                   err=True)
     settings = AgentSettings(policy=policy, approval=approval, policy_name=str(policy_kw.get("policy") or ""),
                              limits=limits, backend=str(policy_kw.get("backend") or "auto"),
-                             persist=not kw.get("ephemeral"), resume=resume, base_url=config.base_url)
+                             persist=not kw.get("ephemeral"), resume=resume, base_url=config.base_url,
+                             meta_extra={POLICY_FLAGS: _recordable(policy_kw)})
     try:
         client = make_client(config)
     except TypeError as exc:  # an unknown key in [agent] options reaches the client's constructor
@@ -164,6 +169,56 @@ def _prepare(kw: dict[str, Any], *, default_approval: str, resume: Any = None) -
         _fail(exc.message)
         raise
     return Prepared(settings, client)
+
+
+POLICY_FLAGS = "policy_flags"  # key in SessionMeta.extra: the sandbox options the session was started with
+_POLICY_KEYS = ("policy", "writable", "network", "allow_domain", "backend", "no_config")
+
+
+def _recordable(policy_kw: dict[str, Any]) -> dict[str, Any]:
+    """The policy options worth replaying on resume, in a form that means the same from any directory."""
+    out: dict[str, Any] = {}
+    for key in _POLICY_KEYS:
+        value = policy_kw.get(key)
+        if value in (None, False, (), []):
+            continue
+        if key == "policy" and ("/" in str(value) or str(value).endswith(".toml")):
+            value = os.path.abspath(os.path.expanduser(str(value)))  # a policy file, not a profile name
+        out[key] = list(value) if isinstance(value, tuple | list) else value
+    return out
+
+
+def _flag_text(flags: dict[str, Any]) -> str:
+    parts = []
+    for key, value in flags.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        else:
+            parts.extend(f"{flag} {v}" for v in (value if isinstance(value, list) else [value]))
+    return " ".join(parts) or "no policy options"
+
+
+def _resume_policy_flags(policy_kw: dict[str, Any], meta: Any) -> dict[str, Any]:
+    """The policy options of a resume: the session's own, each replaced only by one given again, with a note.
+
+    Replaying the recorded options (not only a mode name) keeps a profile chosen in the user's config,
+    extra writable roots and network settings as they were; a resume that changes them says so.
+    """
+    recorded = meta.extra.get(POLICY_FLAGS) if isinstance(meta.extra, dict) else None
+    given = _recordable(policy_kw)
+    out = dict(policy_kw)
+    if not isinstance(recorded, dict):  # a transcript from before policy options were recorded
+        out["policy"] = policy_kw.get("policy") or meta.policy
+        return out
+    changed = {k: v for k, v in given.items() if recorded.get(k) != v}
+    for key, value in recorded.items():
+        if key in _POLICY_KEYS and key not in given:
+            out[key] = tuple(value) if isinstance(value, list) else value
+    if changed:
+        click.echo(f"stockade: note: this resume changes the session's sandbox options: {_flag_text(changed)} "
+                   f"(the session was started with {_flag_text(recorded)})", err=True)
+    return out
 
 
 def _config_name() -> str:
@@ -209,6 +264,76 @@ class TerminalApprover:
             self.tty.close()
 
 
+def _leaf(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first `kind` in `exc` or in the exception groups trio wraps it in (nurseries are strict)."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _leaf(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def _setup_failure(exc: BaseException) -> int | None:
+    """Report a sandbox or transcript that could not be set up in one line; its exit code (None: not one)."""
+    from agent.rollout import RolloutError
+    from sandbox.backends.base import SandboxSetupError
+
+    setup = _leaf(exc, SandboxSetupError)
+    if setup is not None:
+        click.echo(f"stockade: the sandbox could not be set up: {setup}", err=True)
+        return EXIT_SETUP
+    transcript = _leaf(exc, RolloutError)
+    if transcript is not None:
+        click.echo(f"stockade: {transcript}", err=True)
+        return EXIT_USAGE
+    return None
+
+
+def _run_front_end(front_end: Callable[..., Any], *args: Any) -> None:
+    """trio.run a front end and exit with its code; a Ctrl-C at any moment is 130, never a traceback.
+
+    The front ends handle SIGINT while the agent runs; one that lands just outside their handler
+    (before it is installed, or during the final clean-up) reaches trio as KeyboardInterrupt.
+    """
+    try:
+        code = trio.run(front_end, *args)
+    except BaseException as exc:  # anything but a Ctrl-C is re-raised
+        if _leaf(exc, KeyboardInterrupt) is None:
+            raise
+        code = EXIT_INTERRUPTED
+    # The run is over: a Ctrl-C now must not turn the exit code into a death by SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
+def _ctrl_c_is_130(command: Callable[..., None]) -> Callable[..., None]:
+    """Ctrl-C while a command prepares (imports, reading PROMPT from stdin): exit 130, not click's "Aborted!" (1)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.stderr.write("\n")
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper
+
+
+def _check_target(flag: str, path: Path | None) -> None:
+    """Refuse an output file that cannot be written before the agent spends a run on it (exit 2)."""
+    if path is None:
+        return
+    parent = path.parent
+    if not parent.is_dir():
+        _fail(f"{flag} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        _fail(f"{flag} {path}: the directory {parent} is not writable")
+
+
 def _warning(message: str) -> Event:
     from agent.protocol import Warning
 
@@ -218,8 +343,6 @@ def _warning(message: str) -> Event:
 async def _run_headless(prepared: Prepared, prompt: str | None, as_json: bool, output: Path | None,
                         diff: Path | None = None) -> int:
     """One turn, no interaction except approval prompts on the terminal."""
-    from sandbox.backends.base import SandboxSetupError
-
     sink = EventSink()
     renderer = Renderer()
     approver = TerminalApprover(renderer)
@@ -268,15 +391,22 @@ async def _run_headless(prepared: Prepared, prompt: str | None, as_json: bool, o
             with trio.move_on_after(5):  # let the consumer print the last events, then stop
                 await drained.wait()
             nursery.cancel_scope.cancel()
-    except SandboxSetupError as exc:
-        click.echo(f"stockade: the sandbox could not be set up: {exc}", err=True)
-        return EXIT_SETUP
+    except BaseException as exc:  # re-raised unless it is a known setup failure
+        code = _setup_failure(exc)
+        if code is None:
+            raise
+        return code
     finally:
         approver.close()
     if diff_error is not None:
         click.echo(f"stockade: {diff_error}", err=True)
+    output_error = False
     if output is not None and last_message:
-        output.write_text(last_message + ("" if last_message.endswith("\n") else "\n"))
+        try:
+            output.write_text(last_message + ("" if last_message.endswith("\n") else "\n"))
+        except OSError as exc:
+            click.echo(f"stockade: -o {output}: {exc.strerror or exc}", err=True)
+            output_error = True
     if final is None:
         return EXIT_INTERRUPTED
     if not as_json and final.last_message:
@@ -284,7 +414,7 @@ async def _run_headless(prepared: Prepared, prompt: str | None, as_json: bool, o
     if final.reason is TerminalReason.INTERRUPTED and not interrupted:
         return EXIT_FAILED  # e.g. aborted from an approval prompt
     code = EXIT_FOR.get(final.reason, EXIT_FAILED)
-    return EXIT_FAILED if code == EXIT_OK and diff_error is not None else code
+    return EXIT_FAILED if code == EXIT_OK and (diff_error is not None or output_error) else code
 
 
 async def _write_diff(agent: Any, path: Path) -> str | None:
@@ -302,15 +432,28 @@ async def _write_diff(agent: Any, path: Path) -> str | None:
     return None
 
 
+def _tolerant_stdin() -> None:
+    """Undecodable bytes on stdin become U+FFFD instead of a UnicodeDecodeError traceback."""
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="replace")
+
+
+def _clean_text(text: str) -> str:
+    """Bytes that were not UTF-8 (argv arrives with them as lone surrogates) as U+FFFD: the model and the
+    transcript need valid text."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _read_prompt(prompt: str) -> str:
     if prompt == "-":
+        _tolerant_stdin()
         text = sys.stdin.read()
         if not text.strip():
             _fail("PROMPT is '-' but stdin was empty")
-        return text
+        return _clean_text(text)
     if not prompt.strip():
         _fail("PROMPT is empty")
-    return prompt
+    return _clean_text(prompt)
 
 
 @click.command("exec", help=EXEC_HELP, short_help="Let an agent do a task, every command sandboxed.")
@@ -321,10 +464,13 @@ def _read_prompt(prompt: str) -> str:
 @click.option("--diff", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Write the workspace's change (git diff from HEAD, new files included) to FILE, for CI.")
 @click.argument("prompt")
+@_ctrl_c_is_130
 def exec_command(prompt: str, as_json: bool, output: Path | None, diff: Path | None, **kw: Any) -> None:
+    _check_target("-o", output)
+    _check_target("--diff", diff)
     text = _read_prompt(prompt)
     prepared = _prepare(kw, default_approval="never")
-    sys.exit(trio.run(_run_headless, prepared, text, as_json, output, diff))
+    _run_front_end(_run_headless, prepared, text, as_json, output, diff)
 
 
 # -- chat -----------------------------------------------------------------------------------------------
@@ -342,8 +488,6 @@ model may ask to run a command outside the sandbox, and you decide.
 
 
 async def _run_chat(prepared: Prepared, first: str | None) -> int:
-    from sandbox.backends.base import SandboxSetupError
-
     sink = EventSink()
     renderer = Renderer(show_output=True)
     ops_send, ops_receive = trio.open_memory_channel[Any](100)
@@ -424,9 +568,11 @@ async def _run_chat(prepared: Prepared, first: str | None) -> int:
             nursery.start_soon(read_lines, nursery.cancel_scope)
             await agent.serve(ops_receive)
             nursery.cancel_scope.cancel()
-    except SandboxSetupError as exc:
-        click.echo(f"stockade: the sandbox could not be set up: {exc}", err=True)
-        return EXIT_SETUP
+    except BaseException as exc:  # re-raised unless it is a known setup failure
+        code = _setup_failure(exc)
+        if code is None:
+            raise
+        return code
     sys.stderr.write("\n")
     return EXIT_OK
 
@@ -434,9 +580,11 @@ async def _run_chat(prepared: Prepared, first: str | None) -> int:
 @click.command("chat", help=CHAT_HELP, short_help="Work with the agent interactively.")
 @_agent_options
 @click.argument("prompt", required=False)
+@_ctrl_c_is_130
 def chat(prompt: str | None, **kw: Any) -> None:
+    _tolerant_stdin()
     prepared = _prepare(kw, default_approval="on-request")
-    sys.exit(trio.run(_run_chat, prepared, prompt))
+    _run_front_end(_run_chat, prepared, _clean_text(prompt) if prompt else prompt)
 
 
 # -- resume ---------------------------------------------------------------------------------------------
@@ -467,6 +615,7 @@ given again as options.
               help="Write the workspace's change (git diff from HEAD, new files included) to FILE, for CI.")
 @click.argument("session_id", required=False)
 @click.argument("prompt", required=False)
+@_ctrl_c_is_130
 def resume(session_id: str | None, prompt: str | None, list_only: bool, fork: bool, as_json: bool,
            output: Path | None, diff: Path | None, **kw: Any) -> None:
     from agent.items import AssistantMessage, ToolResult, UserMessage
@@ -480,11 +629,13 @@ def resume(session_id: str | None, prompt: str | None, list_only: bool, fork: bo
             try:
                 meta = load(path).meta
                 click.echo(f"{sid}  {age(mtime):>8}  {meta.provider}/{meta.model}  {meta.cwd}")
-            except RolloutError as exc:
+            except (RolloutError, OSError) as exc:
                 click.echo(f"{sid}  {age(mtime):>8}  (unreadable: {exc})")
         return
     if not session_id:
         _fail("give a session id (or `last`); `stockade resume --list` shows them")
+    _check_target("-o", output)
+    _check_target("--diff", diff)
     try:
         loaded = load(find_session(str(session_id)))
     except (RolloutError, OSError) as exc:
@@ -495,14 +646,14 @@ def resume(session_id: str | None, prompt: str | None, list_only: bool, fork: bo
     prepared = _prepare(kw, default_approval="never", resume=loaded)
     prepared.settings.fork = fork
     if prompt is not None:
-        code = trio.run(_run_headless, prepared, _read_prompt(prompt), as_json, output, diff)
-        sys.exit(code)
+        _run_front_end(_run_headless, prepared, _read_prompt(prompt), as_json, output, diff)
     last = loaded.items[-1] if loaded.items else None
     if isinstance(last, UserMessage | ToolResult) or (isinstance(last, AssistantMessage) and last.tool_calls):
         # It stopped before the model answered (killed or interrupted mid-turn): carry on.
-        sys.exit(trio.run(_run_headless, prepared, None, as_json, output, diff))
+        _run_front_end(_run_headless, prepared, None, as_json, output, diff)
     if diff is not None:
         _fail("--diff needs a PROMPT (or a session stopped mid-turn): an interactive chat writes no patch")
     if sys.stdin.isatty():
-        sys.exit(trio.run(_run_chat, prepared, None))
+        _tolerant_stdin()
+        _run_front_end(_run_chat, prepared, None)
     _fail("the session ended cleanly and stdin is not a terminal: give a PROMPT to continue it")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -70,9 +71,12 @@ class Rollout:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _drop_torn_tail(path)
         # Private: transcripts hold what the commands printed.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._file = open(fd, "a", encoding="utf-8")
+        # errors="replace": a stray surrogate (undecodable bytes smuggled in as text) costs one
+        # character, not the session (a UnicodeEncodeError at the next flush).
+        self._file = open(fd, "a", encoding="utf-8", errors="replace")
         self._pending: list[str] = []
 
     @classmethod
@@ -115,6 +119,33 @@ class Rollout:
             self._file.close()
 
 
+def _drop_torn_tail(path: Path, chunk: int = 65536) -> None:
+    """Cut a torn last line (killed mid-write) off an existing transcript before appending to it.
+
+    `load` skips such a line, but a line appended after it would be glued onto
+    it and the result, no longer last, would make the whole transcript unreadable.
+    """
+    try:
+        fh = open(path, "rb+")
+    except FileNotFoundError:
+        return
+    with fh:
+        end = fh.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            block = fh.read(pos - start)
+            if pos == end and block.endswith(b"\n"):
+                return  # the usual case: the file ends with a whole line
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                fh.truncate(start + cut + 1)
+                return
+            pos = start
+        fh.truncate(0)
+
+
 @dataclass
 class LoadedSession:
     meta: SessionMeta
@@ -125,10 +156,31 @@ class LoadedSession:
     warnings: list[str]
 
 
+def _dated_transcripts() -> list[tuple[float, Path]]:
+    """Every transcript with its last write time, oldest first.
+
+    One that vanishes or is a dangling link between the listing and the stat
+    (another stockade cleaning up), or is not a file, is skipped, not a traceback
+    (nor the `last` session).
+    """
+    root = sessions_dir()
+    if not root.is_dir():
+        return []
+    dated: list[tuple[float, Path]] = []
+    for path in root.glob("*/*/*/rollout-*.jsonl"):
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            dated.append((info.st_mtime, path))
+    dated.sort(key=lambda pair: pair[0])
+    return dated
+
+
 def _transcripts() -> list[Path]:
     """Every transcript, oldest first (by last write)."""
-    root = sessions_dir()
-    return sorted(root.glob("*/*/*/rollout-*.jsonl"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    return [path for _, path in _dated_transcripts()]
 
 
 def _session_id(path: Path) -> str:
@@ -153,8 +205,8 @@ def find_session(session_id: str) -> Path:
 
 
 def list_sessions(limit: int = 20) -> list[tuple[str, float, Path]]:
-    newest = _transcripts()[::-1][:limit]
-    return [(_session_id(p), p.stat().st_mtime, p) for p in newest]
+    newest = _dated_transcripts()[::-1][:limit]
+    return [(_session_id(p), mtime, p) for mtime, p in newest]
 
 
 def load(path: Path) -> LoadedSession:
@@ -164,7 +216,9 @@ def load(path: Path) -> LoadedSession:
     turns = 0
     last_context: dict[str, Any] = {}
     warnings: list[str] = []
-    with open(path, encoding="utf-8") as fh:
+    # Invalid UTF-8 (garbage, or a multibyte character cut by a torn last line) must not be a
+    # traceback: it becomes U+FFFD, and a line it breaks is reported (or skipped when last) below.
+    with open(path, encoding="utf-8", errors="replace") as fh:
         lines = fh.read().split("\n")
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -185,7 +239,8 @@ def load(path: Path) -> LoadedSession:
             if number >= len(lines) - 1:
                 warnings.append(f"{path}:{number}: incomplete last line skipped")
                 continue
-            raise RolloutError(f"{path}:{number}: not a stockade transcript line ({exc})") from None
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # pydantic's are multi-line
+            raise RolloutError(f"{path}:{number}: not a stockade transcript line ({reason})") from None
     if meta is None:
         raise RolloutError(f"{path}: no session_meta line; not a stockade transcript")
     return LoadedSession(meta, items, path, turns, last_context, warnings)

@@ -22,7 +22,7 @@ from agent.models.base import ModelClient
 from agent.orchestrator import Orchestrator
 from agent.prompt import AGENTS_MD_MAX_BYTES, system_prompt
 from agent.protocol import Event, SessionEnded, SessionStarted, Warning
-from agent.rollout import LoadedSession, Rollout, SessionMeta, new_session_id
+from agent.rollout import LoadedSession, Rollout, RolloutError, SessionMeta, new_session_id, sessions_dir
 from agent.tools import Tool, default_tools
 from policies.model import SandboxPolicy
 
@@ -40,6 +40,7 @@ class AgentSettings:
     resume: LoadedSession | None = None
     fork: bool = False  # with resume: continue under a new session id, the original left as it was
     base_url: str | None = None
+    meta_extra: dict[str, object] = field(default_factory=dict)  # recorded in a new transcript's session_meta
 
 
 class EventSink:
@@ -108,19 +109,25 @@ async def open_agent(settings: AgentSettings, client: ModelClient, sink: EventSi
         resume = settings.resume
         items: list[Item] = list(resume.items) if resume is not None else []
         rollout: Rollout | None = None
-        if resume is not None and not settings.fork:
-            session_id = resume.meta.session_id
-            if settings.persist:
-                rollout = Rollout(resume.path)
-        else:  # a new session, or a fork: the history copied under a new id
-            session_id = new_session_id()
-            if settings.persist:
-                rollout = Rollout.create(SessionMeta(
-                    session_id=session_id, cwd=policy.workspace, provider=client.provider, model=client.model,
-                    policy=settings.policy_name or policy.mode.value, approval=settings.approval,
-                    base_url=settings.base_url, forked_from=resume.meta.session_id if resume else None))
-                if items:
-                    rollout.compacted(items)  # the starting history, replayed like a compaction
+        try:
+            if resume is not None and not settings.fork:
+                session_id = resume.meta.session_id
+                if settings.persist:
+                    rollout = Rollout(resume.path)
+            else:  # a new session, or a fork: the history copied under a new id
+                session_id = new_session_id()
+                if settings.persist:
+                    rollout = Rollout.create(SessionMeta(
+                        session_id=session_id, cwd=policy.workspace, provider=client.provider, model=client.model,
+                        policy=settings.policy_name or policy.mode.value, approval=settings.approval,
+                        base_url=settings.base_url, forked_from=resume.meta.session_id if resume else None,
+                        extra=dict(settings.meta_extra)))
+                    if items:
+                        rollout.compacted(items)  # the starting history, replayed like a compaction
+        except OSError as exc:  # an unwritable state directory: one clear line, not a traceback
+            where = exc.filename or (resume.path if resume is not None else sessions_dir())
+            raise RolloutError(f"cannot write the session transcript ({where}: {exc.strerror or exc}); "
+                               "--ephemeral runs without one") from None
         agent = Agent(client, orchestrator, Context(items, settings.window_tokens), system, sink,
                       tools=[t.spec() for t in tools], limits=settings.limits, rollout=rollout,
                       max_output_tokens=settings.max_output_tokens, session_id=session_id)
