@@ -73,6 +73,8 @@ class Orchestrator:
         self.workspace = os.path.realpath(policy.workspace)
         self._roots = [self.workspace, *(os.path.realpath(os.path.join(self.workspace, r))
                                          for r in policy.writable_roots)]
+        resolved = getattr(session, "resolved", None)
+        self._protected_paths = [p.path for p in resolved.protected] if resolved is not None else []
         if emit_nowait is not None:
             def output(call_id: str, stream: str, chunk: bytes) -> None:
                 emit_nowait(ToolOutputDelta(call_id=call_id, stream=stream,  # type: ignore[arg-type]
@@ -231,6 +233,14 @@ class Orchestrator:
         paths = [p for c in plan.changes for p in (c.path, c.move_to) if p]
         outside = [p for p in paths if not self._writable(p)]
         escalated = False
+        if outside and self.policy.mode is not Mode.FULL_ACCESS and (guarded := [p for p in paths if
+                                                                       self._protected(p)]):
+            # An approved patch runs unsandboxed as a whole: approving the outside paths must not also
+            # write .git (hooks run code on the host) or .stockade. Never escalated, whatever the answer.
+            return ToolOutput(f"patch not applied (nothing was changed): it writes outside the writable roots "
+                              f"({', '.join(outside)}) and also into protected paths ({', '.join(guarded)}), which "
+                              "are never written by an approved patch; send the changes outside the workspace as "
+                              "a patch of their own", is_error=True)
         if outside and self.policy.mode is not Mode.FULL_ACCESS:
             if self.approval == "never":
                 return ToolOutput(f"patch not applied (nothing was changed): {', '.join(outside)} "
@@ -246,6 +256,15 @@ class Orchestrator:
         if output.denials:
             output.text += self._denial_note(output, retried=False)
         return output
+
+    def _protected(self, path: str) -> bool:
+        """Under a protected path of the policy, or through a directory named like one (`.git`, `.stockade`)."""
+        full = os.path.realpath(os.path.join(self.workspace, path))
+        if any(full == p or full.startswith(p.rstrip("/") + "/") for p in self._protected_paths):
+            return True
+        names = {os.path.basename(n.rstrip("/")) for n in self.policy.protected}
+        lexical = os.path.normpath(os.path.join(self.workspace, path)).split("/")
+        return any(part in names for part in (*full.split("/"), *lexical))
 
     def _writable(self, path: str) -> bool:
         if not self.policy.writes_workspace:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from dataclasses import dataclass, field
 
 from policies.host import HostFacts
@@ -102,6 +103,15 @@ def state_dirs() -> tuple[str, str, str]:
     return os.path.join(cache, "stockade"), os.path.join(config, "stockade"), os.path.join(state, "stockade")
 
 
+def own_code() -> tuple[str, ...]:
+    """What the host runs of stockade, outside any sandbox: the Python environment it runs in (its
+    interpreter, stockade and every library it imports) and stockade's own package directories (an
+    editable install). A command that could change them would run its code unconfined the next time
+    stockade starts, so whenever a writable root contains them they are protected."""
+    packages = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return (sys.prefix, *(os.path.join(packages, name) for name in ("policies", "sandbox", "agent", "profiles")))
+
+
 def resolve(
     policy: SandboxPolicy,
     host: HostFacts,
@@ -171,6 +181,10 @@ def resolve(
         real_state = _real(state)
         if _under_any(real_state, writable):
             add(real_state, _kind(real_state), "stockade's own state (cache, config, sessions)")
+    for code in own_code():
+        real_code = _real(code)
+        if os.path.isdir(real_code) and _under_any(real_code, writable) and real_code not in writable:
+            add(real_code, "dir", "stockade's own code and Python environment (run outside the sandbox)")
 
     deny: list[DeniedPath] = []
     deny_seen: set[str] = set()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
 import os
 import selectors
 import signal
@@ -171,6 +172,19 @@ def _close(fd: int | None) -> None:
             pass
 
 
+MAX_WAIT = 3600.0  # seconds one select sleeps at most: epoll takes < 2**31 ms, and a timeout of years is valid
+
+
+def check_timeout(timeout: float | None) -> float | None:
+    """A wall timeout in seconds: positive; infinity (or 30 years and more) means none. NaN is refused: no
+    deadline would ever pass."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout) or timeout <= 0:
+        raise ValueError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+    return None if timeout >= 1e9 else float(timeout)
+
+
 def prepare(
     argv: list[str],
     policy: SandboxPolicy,
@@ -184,6 +198,7 @@ def prepare(
     """Resolve the policy, pick the backend, make the run's cgroup and the launch. Spawns nothing."""
     if not argv:
         raise ValueError("argv is empty")
+    timeout = check_timeout(policy.limits.timeout if timeout is None else timeout)  # the effective one
     host = host or host_facts()
     rp = resolve(policy, host, cwd)
     if rp.problems:
@@ -225,7 +240,7 @@ def prepare(
         launch=launch,
         backend=chosen.name,
         protections=final,
-        timeout=policy.limits.timeout if timeout is None else timeout,
+        timeout=timeout,
         cgroup=cgroup,
         warnings=warnings,
         resolved=rp,
@@ -254,7 +269,7 @@ def _prepare_windows(argv: list[str], policy: SandboxPolicy, rp: ResolvedPolicy,
         launch=launch,
         backend=chosen.name,
         protections={**protections, **launch.protections, "limits": limits_protection(host)},
-        timeout=policy.limits.timeout if timeout is None else timeout,
+        timeout=timeout,
         cgroup=None,
         resolved=rp,
         proxy=proxy,
@@ -621,7 +636,7 @@ def _supervise(prep: Prepared, sp: Spawned, feed: bytes, on_output: OutputCallba
             wakeups = [t for t in (drain_until, None if timed_out else deadline) if t is not None]
             if sp.pidfd is None and not exited:
                 wakeups.append(now + POLL_SECONDS)
-            wait = max(0.0, min(wakeups) - now) if wakeups else None
+            wait = min(max(0.0, min(wakeups) - now), MAX_WAIT) if wakeups else None
             for key, _ in sel.select(wait):
                 what = key.data
                 if what == "exit":

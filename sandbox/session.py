@@ -66,6 +66,7 @@ from sandbox.denials import REFUSAL_MARKERS
 from sandbox.detect import host_facts
 from sandbox.execute import (
     DRAIN_SECONDS,
+    MAX_WAIT,
     READ_CHUNK,
     Capture,
     OutputCallback,
@@ -73,6 +74,7 @@ from sandbox.execute import (
     Spawned,
     StdinSource,
     build_result,
+    check_timeout,
     exec_failed,
     prepare,
     reap,
@@ -83,6 +85,8 @@ from sandbox.worker import ENV_SLOTS, HEADER, MAX_CHANNELS, MAX_FRAME, FrameErro
 
 if TYPE_CHECKING:
     import trio
+
+    from sandbox.deny_watch import DenyReadWatch
 
 HELLO_TIMEOUT = 30.0  # a worker that does not report within this is killed (loaded CI machines are slow)
 WATCHDOG_GRACE = 10.0  # past a command's timeout + this with no exit report, the worker is taken for hung
@@ -258,6 +262,7 @@ class _Worker:
         self._host_pid: int | None = None
         self.pidfd: int | None = None  # the worker's own process, polled by alive()
         self.alive_poll: Any = None
+        self.retired: str | None = None  # why the session killed it on purpose (see DenyReadWatch)
         self._cleaned = False
 
     # The keeper thread: spawns the worker, then lives exactly as long as it (see module docstring).
@@ -318,6 +323,8 @@ class _Worker:
                 self.pidfd = None
 
     def describe_death(self) -> str:
+        if self.retired is not None:
+            return f"retired by the session: {self.retired}; it is replaced by one that hides it"
         if self.status is None:
             return "the worker stopped answering"
         code = os.waitstatus_to_exitcode(self.status)
@@ -490,6 +497,15 @@ class _Run:
 
 # -- the session ------------------------------------------------------------------------------------------
 
+def _deny_patterns(policy: SandboxPolicy, home: str) -> list[str]:
+    """The deny-read entries as absolute paths or globs (as `policies.resolve` expands them)."""
+    out = []
+    for entry in policy.deny_read:
+        path = home + entry[1:] if entry == "~" or entry.startswith("~/") else entry
+        out.append(path if os.path.isabs(path) else os.path.join(os.path.realpath(policy.workspace), path))
+    return out
+
+
 def _mentions_refusal(out: bytes, err: bytes) -> bool:
     """Whether the output may hold a refusal worth explaining (a cheap scan; the parser decides)."""
     return bool(out or err) and any(word in err or word in out for word in REFUSAL_MARKERS)
@@ -569,6 +585,8 @@ class Session:
         self.backend = ""
         self.protections: dict[str, str] = {}
         self.restarts = 0
+        self._watch: DenyReadWatch | None = None
+        self._watcher: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -589,12 +607,20 @@ class Session:
         with self._lock:
             self._closed = True
             worker, self._worker, self._holder[0] = self._worker, None, None
+            watch, self._watch = self._watch, None
         if worker is not None:
             self._stop(worker)
+        if watch is not None:
+            watch.close()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def resolved(self) -> ResolvedPolicy | None:
+        """The policy as resolved for the running worker (real paths, protected paths); None before start."""
+        return getattr(self, "_rp", None)
 
     @property
     def worker_pid(self) -> int | None:
@@ -610,8 +636,11 @@ class Session:
         if self._closed:
             raise SessionError("the session is closed")
         w = self._worker
-        if w is not None and w.alive():
-            return w
+        if w is not None and w.alive() and w.retired is None:  # (retired: killed, maybe not dead yet)
+            reason = self._watch.changed() if self._watch is not None else None
+            if reason is None:
+                return w
+            w.retired = f"a deny-read entry changed on the host ({reason})"
         if w is not None:
             self._worker = self._holder[0] = None
             self._stop(w)
@@ -631,10 +660,11 @@ class Session:
 
     def _launch_once(self) -> _Worker:
         host = self._host or host_facts()
+        policy = self._watched_policy(host)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             argv = [sys.executable, "-I", "-S", "-c", _BOOT, str(theirs.fileno())]
-            prep = prepare(argv, self.policy, backend=self.backend or self._requested, host=host)
+            prep = prepare(argv, policy, backend=self.backend or self._requested, host=host)
         except BaseException:
             ours.close()
             theirs.close()
@@ -685,6 +715,48 @@ class Session:
         assert prep.resolved is not None
         self._rp = prep.resolved
         return w
+
+    def _watched_policy(self, host: HostFacts) -> SandboxPolicy:
+        """The policy for a new worker, with the deny-read watch (re)started: what changes on the host from
+        now on retires the worker (see sandbox.deny_watch); entries renamed away stay denied."""
+        if not self.policy.confined or not self.policy.deny_read:
+            return self.policy
+        if self._watch is None:
+            from sandbox.deny_watch import DenyReadWatch
+
+            self._watch = DenyReadWatch.start(_deny_patterns(self.policy, host.home))
+            if self._watch is not None:
+                self._watcher = threading.Thread(target=self._watch_loop, args=(self._watch,),
+                                                 name="stockade-deny-watch", daemon=True)
+                self._watcher.start()
+        else:
+            self._watch.changed()  # what happened before this launch is in the view it is about to resolve
+        if self._watch is None or not self._watch.moved:
+            return self.policy
+        return dataclasses.replace(self.policy, deny_read=(*self.policy.deny_read, *self._watch.moved))
+
+    def _watch_loop(self, watch: DenyReadWatch) -> None:
+        """Between calls: retire the worker as soon as the host changes a deny-read entry, so a command
+        already running cannot wait for the new secret."""
+        poller = select.poll()
+        poller.register(watch.fd, select.POLLIN)
+        while not self._closed and watch.fd >= 0:
+            try:
+                events = poller.poll(1000)
+            except (OSError, ValueError):
+                return
+            if any(ev & (select.POLLNVAL | select.POLLERR) for _, ev in events):
+                return
+            if not events:
+                continue
+            with self._lock:
+                if self._watch is not watch or self._closed:
+                    return
+                reason = watch.changed()
+                w = self._worker
+                if reason is not None and w is not None and w.alive():
+                    w.retired = f"a deny-read entry changed on the host ({reason})"
+                    w.kill()
 
     def _check(self, hello: dict[str, Any], prep: Prepared) -> list[str]:
         """What the worker reports about itself against what the launch promised."""
@@ -802,7 +874,7 @@ class Session:
         for attempt in (0, 1):
             w, chan = self._acquire()
             run_cwd = self._cwd(cwd)
-            timeout_s = self.policy.limits.timeout if timeout is None else timeout
+            timeout_s = check_timeout(self.policy.limits.timeout if timeout is None else timeout)
             run = _Run(next(self._ids), list(argv), run_cwd, timeout_s, self.policy.limits.output_bytes)
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -911,7 +983,7 @@ class Session:
                                      "timeout: the worker was killed as hung)", run)
             else:
                 wait = None
-            for fd, _ in poller.poll(None if wait is None else max(wait, 0) * 1000 + 1):
+            for fd, _ in poller.poll(None if wait is None else min(max(wait, 0), MAX_WAIT) * 1000 + 1):
                 if fd == chan.fd:
                     try:
                         for msg in chan.recv():

@@ -76,6 +76,7 @@ MAX_READ = 32 << 20  # read_file's largest answer (base64 grows it by a third)
 MAX_ENTRIES = 10_000  # list_dir
 MAX_MATCHES = 5_000  # search
 SEARCH_FILE_LIMIT = 8 << 20  # larger files are skipped by search
+MAX_WAIT = 3600.0  # seconds the loop sleeps at most at a time
 IDLE_SWEEP = 0.05  # seconds of idleness before leftovers of finished commands are swept
 RECV_CHUNK = 64 * 1024
 SEND_TIMEOUT = 30.0  # a host that stops reading its channel loses it
@@ -411,24 +412,41 @@ def _libc() -> Any:
     return _LIBC
 
 
-def _exchange(a: str, b: str) -> None:
-    """Atomically swap two existing paths (renameat2 RENAME_EXCHANGE)."""
+def _renameat2(dirfd: int, a: str, b: str, flags: int) -> None:
+    """renameat2 of two names in one open directory (RENAME_EXCHANGE: swap; RENAME_NOREPLACE: never clobber)."""
     lib = _libc()
-    if lib.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), RENAME_EXCHANGE) != 0:
+    if lib.renameat2(dirfd, os.fsencode(a), dirfd, os.fsencode(b), flags) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), b)
 
 
-def _rename_noreplace(a: str, b: str) -> None:
-    lib = _libc()
-    if lib.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), RENAME_NOREPLACE) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), b)
+def _temp_name(name: str, tag: str) -> str:
+    return f".{name[:100]}.stockade-{tag}-{os.urandom(4).hex()}"
 
 
-def _temp_name(target: str, tag: str) -> str:
-    directory, name = os.path.split(target)
-    return os.path.join(directory, f".{name[:100]}.stockade-{tag}-{os.urandom(4).hex()}")
+class _Dirs:
+    """Each target's parent directory opened once: staging, commit, undo and clean-up all act on that
+    directory, by name, even if a command swaps the path for a symlink meanwhile (by path, the clean-up
+    once followed the swap and left its temp files behind)."""
+
+    def __init__(self) -> None:
+        self.fds: dict[str, int] = {}
+
+    def of(self, path: str) -> tuple[int, str]:
+        directory, name = os.path.split(path)
+        fd = self.fds.get(directory)
+        if fd is None:
+            try:
+                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise _os_failed(path, exc) from None
+            self.fds[directory] = fd
+        return fd, name
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 def _parse_edits(msg: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -505,7 +523,8 @@ def op_apply_edits(msg: dict[str, Any]) -> dict[str, Any]:
                 raise OpFailed(path, None, f"old text found {found} times, expected {args['count']}")
             state[path] = current.replace(args["old"], args["new"])
 
-    temps: dict[str, str] = {}  # target -> temp holding the new content (then the old one)
+    dirs = _Dirs()
+    temps: dict[str, tuple[int, str]] = {}  # target -> (its directory, the temp holding the new, then old, content)
     made_dirs: list[str] = []
     undo: list[Callable[[], None]] = []
     try:
@@ -525,14 +544,16 @@ def op_apply_edits(msg: dict[str, Any]) -> dict[str, Any]:
                     except OSError as exc:
                         raise _os_failed(path, exc) from None
                     made_dirs.append(d)
-            temp = _temp_name(path, "new")
+            dfd, name = dirs.of(path)
+            temp = _temp_name(name, "new")
             st = original.get(path)
             mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600,
+                             dir_fd=dfd)
             except OSError as exc:
                 raise _os_failed(path, exc) from None
-            temps[path] = temp
+            temps[path] = (dfd, temp)
             try:
                 view = memoryview(content)
                 while view:
@@ -547,16 +568,21 @@ def op_apply_edits(msg: dict[str, Any]) -> dict[str, Any]:
             try:
                 if content is None:
                     if existed:
-                        grave = _temp_name(path, "old")
-                        _rename_noreplace(path, grave)
-                        temps[path] = grave
-                        undo.append(lambda p=path, g=grave: os.rename(g, p))
+                        dfd, name = dirs.of(path)
+                        grave = _temp_name(name, "old")
+                        _renameat2(dfd, name, grave, RENAME_NOREPLACE)
+                        temps[path] = (dfd, grave)
+                        undo.append(lambda d=dfd, n=name, g=grave: _renameat2(d, g, n, 0))
                 elif existed:
-                    _exchange(temps[path], path)
-                    undo.append(lambda p=path, t=temps[path]: _exchange(t, p))
+                    dfd, temp = temps[path]
+                    name = os.path.basename(path)
+                    _renameat2(dfd, temp, name, RENAME_EXCHANGE)
+                    undo.append(lambda d=dfd, n=name, t=temp: _renameat2(d, t, n, RENAME_EXCHANGE))
                 else:
-                    _rename_noreplace(temps[path], path)
-                    undo.append(lambda p=path, t=temps[path]: os.rename(p, t))
+                    dfd, temp = temps[path]
+                    name = os.path.basename(path)
+                    _renameat2(dfd, temp, name, RENAME_NOREPLACE)
+                    undo.append(lambda d=dfd, n=name, t=temp: _renameat2(d, n, t, 0))
             except OSError as exc:
                 raise _os_failed(path, exc) from None
     except BaseException:
@@ -564,18 +590,20 @@ def op_apply_edits(msg: dict[str, Any]) -> dict[str, Any]:
             with contextlib.suppress(OSError):
                 step()
         _remove(temps.values())
+        dirs.close()
         for d in reversed(made_dirs):
             with contextlib.suppress(OSError):
                 os.rmdir(d)
         raise
     _remove(temps.values())  # after the commit they hold the old contents
+    dirs.close()
     return {"changed": sorted(state), "deleted": sorted(p for p, c in state.items() if c is None)}
 
 
-def _remove(paths: Any) -> None:
-    for temp in paths:
+def _remove(temps: Any) -> None:
+    for dfd, name in temps:
         with contextlib.suppress(OSError):
-            os.unlink(temp)
+            os.unlink(name, dir_fd=dfd)
 
 
 _UMASK = [0o022]
@@ -816,7 +844,8 @@ class Worker:
             wakeups.append(now + 0.05)
         if not self.active and self._sweep_due is not None:
             wakeups.append(self._sweep_due)
-        return max(0.0, min(wakeups) - now) if wakeups else -1
+        # Capped: epoll takes at most 2**31-1 ms, and a timeout of months is a valid request.
+        return min(max(0.0, min(wakeups) - now), MAX_WAIT) if wakeups else -1
 
     def _timers(self) -> None:
         now = time.monotonic()
@@ -1133,11 +1162,17 @@ def main(argv: list[str] | None = None) -> None:
     harden()
     worker = Worker(int(args[0]))
     worker.hello()
+    code = 0
     try:
         worker.run()
+    except BaseException:  # noqa: BLE001 - a bug: say what (the host shows our stderr tail), then go
+        import traceback
+
+        traceback.print_exc()
+        code = 70
     finally:
         sys.stderr.flush()
-        os._exit(0)  # daemon file-op threads may be blocked in a syscall: do not wait for them
+        os._exit(code)  # daemon file-op threads may be blocked in a syscall: do not wait for them
 
 
 if __name__ == "__main__":

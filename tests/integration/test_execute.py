@@ -386,3 +386,16 @@ def test_cgroup_v2_layout_on_fake_tree(tmp_path):
     assert (tmp_path / "stockade" / "cgroup.subtree_control").read_text() in ("+pids", "+memory")
     (run_dir / "pids.events").write_text("max 7\n")
     assert cg.forks_refused() == 7
+
+
+@pytest.mark.parametrize("timeout", [3e8, 1e300, float("inf")])
+def test_huge_timeouts_mean_no_timeout_not_a_crash(tmp_path, timeout):
+    """select/epoll take at most 2**31-1 ms: a long deadline once raised OverflowError mid-run."""
+    r = run(["sh", "-c", "echo ok"], policy_for("bwrap", tmp_path), timeout=timeout)
+    assert r.exit_code == 0 and r.stdout == b"ok\n" and not r.timed_out
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), 0, -1.0, True])
+def test_meaningless_timeouts_are_refused(tmp_path, timeout):
+    with pytest.raises(ValueError, match="timeout"):
+        run(["true"], policy_for("bwrap", tmp_path), timeout=timeout)

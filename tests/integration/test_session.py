@@ -162,6 +162,14 @@ def test_no_timeout_in_policy(backend: str, box: Box) -> None:
         assert s.exec(["sleep", "5"], timeout=0.3).timed_out
 
 
+
+def test_a_timeout_of_years_is_a_timeout_not_a_crash(session: Session) -> None:
+    """The worker's loop once passed the deadline straight to epoll, which takes at most 2**31-1 ms."""
+    pid = session.worker_pid
+    assert session.exec(["true"], timeout=3e8).exit_code == 0
+    assert session.exec(["echo", "alive"]).stdout == b"alive\n"
+    assert session.worker_pid == pid and session.restarts == 0
+
 def test_not_found_and_bad_cwd(session: Session, box: Box) -> None:
     r = session.exec(["no-such-command-xyz"])
     assert r.exit_code == 127 and b"no-such-command-xyz" in r.stderr

@@ -162,3 +162,18 @@ def test_programs_in_tmp(tmp_path: Path) -> None:
     finally:
         (tool / "bin").rmdir()
         tool.rmdir()
+
+
+def test_own_code_protected_when_inside_writable_root(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A venv in the workspace that stockade itself runs from: commands must not change what runs unconfined."""
+    import sys
+
+    venv = tmp_path / ".venv"
+    venv.mkdir()
+    monkeypatch.setattr(sys, "prefix", str(venv))
+    rp = resolve(SandboxPolicy(workspace=str(tmp_path)), host(tmp_path))
+    assert any(p.path == str(venv) and "own code" in p.reason for p in rp.protected)
+    elsewhere = tmp_path / "ws"
+    elsewhere.mkdir()
+    rp = resolve(SandboxPolicy(workspace=str(elsewhere)), host(tmp_path))
+    assert all("own code" not in p.reason for p in rp.protected)
