@@ -60,6 +60,8 @@ from agent.rollout import Rollout
 
 MAX_OUTPUT_RECOVERIES = 3
 INTERRUPTED_RESULT = "interrupted by the user before this tool call finished; it may have run partially"
+TIME_LIMIT_RESULT = ("stopped: the session's wall-time limit (--max-time) was reached before this tool call "
+                     "finished; it may have run partially")
 
 
 @dataclass
@@ -97,6 +99,7 @@ class Agent:
         self._steering: list[str] = []
         self._inbox_send, self._inbox = trio.open_memory_channel[str | None](100)
         self._turn_scope: trio.CancelScope | None = None
+        self._wall_scope: trio.CancelScope | None = None
         self._iteration = 0
 
     # -- the session: ops in, turns out -----------------------------------------------------------------
@@ -153,7 +156,7 @@ class Agent:
         left = self.limits.wall_time - (time.monotonic() - self.started) if self.limits.wall_time else math.inf
         deadline = trio.current_time() + left
         with trio.CancelScope() as scope, trio.move_on_at(deadline) as wall:
-            self._turn_scope = scope
+            self._turn_scope, self._wall_scope = scope, wall
             try:
                 result = await self._iterate()
             except TurnAborted:
@@ -301,7 +304,9 @@ class Agent:
         finally:  # also when cancelled: every call gets a result, in order
             for call, result in zip(calls, results, strict=True):
                 if result is None:
-                    result = ToolResult(call_id=call.id, name=call.name, output=INTERRUPTED_RESULT, is_error=True)
+                    why = TIME_LIMIT_RESULT if self._wall_scope and self._wall_scope.cancel_called else \
+                        INTERRUPTED_RESULT
+                    result = ToolResult(call_id=call.id, name=call.name, output=why, is_error=True)
                     self.emit(ToolCallEnd(call_id=call.id, name=call.name, output=result.output, is_error=True))
                 self._record(result)
 

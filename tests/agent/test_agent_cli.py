@@ -84,9 +84,13 @@ def test_exec_max_time_ends_a_long_turn_and_spares_a_short_one(ws: Path) -> None
     started = time.monotonic()
     script = [Reply(tool_calls=[shell("sleep 30")]), Reply(text="never")]
     with FakeModelServer("chat", script) as server:
-        proc = run(["exec", "--max-time", "1.5", *model_flags(server), "slow"], ws)
+        proc = run(["exec", "--json", "--max-time", "1.5", *model_flags(server), "slow"], ws)
     assert proc.returncode == 3, proc.stderr
-    assert "wall-time limit" in proc.stderr and time.monotonic() - started < 20
+    assert time.monotonic() - started < 20
+    events = [parse_event(line) for line in proc.stdout.splitlines()]
+    end = next(e for e in events if e.type == "tool_call_end")
+    assert "wall-time limit" in end.output and "by the user" not in end.output  # type: ignore[union-attr]
+    assert any(e.type == "turn_completed" and e.error == "wall-time limit reached" for e in events)  # type: ignore[union-attr]
 
 def test_exec_model_failure_exit_code(ws: Path) -> None:
     from fake_servers import Fault
