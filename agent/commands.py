@@ -159,7 +159,8 @@ def _prepare(kw: dict[str, Any], *, default_approval: str, resume: Any = None) -
     settings = AgentSettings(policy=policy, approval=approval, policy_name=str(policy_kw.get("policy") or ""),
                              limits=limits, backend=str(policy_kw.get("backend") or "auto"),
                              persist=not kw.get("ephemeral"), resume=resume, base_url=config.base_url,
-                             meta_extra={POLICY_FLAGS: _recordable(policy_kw)})
+                             meta_extra={POLICY_FLAGS: _recordable(policy_kw)},
+                             mcp_servers=_mcp_servers(file_settings))
     try:
         client = make_client(config)
     except TypeError as exc:  # an unknown key in [agent] options reaches the client's constructor
@@ -169,6 +170,16 @@ def _prepare(kw: dict[str, Any], *, default_approval: str, resume: Any = None) -
         _fail(exc.message)
         raise
     return Prepared(settings, client)
+
+
+def _mcp_servers(file_settings: dict[str, Any]) -> list[Any]:
+    from agent.mcp_client import McpError, parse_servers
+
+    try:
+        return parse_servers(file_settings.get("mcp_servers"), _config_name())
+    except McpError as exc:
+        _fail(str(exc))
+        raise
 
 
 POLICY_FLAGS = "policy_flags"  # key in SessionMeta.extra: the sandbox options the session was started with

@@ -39,6 +39,7 @@ from agent.protocol import (
 )
 from agent.tools.apply_patch import ApplyPatch, ApplyPatchArgs
 from agent.tools.base import Tool, ToolContext, ToolOutput
+from agent.tools.mcp import McpTool
 from agent.tools.shell import ShellArgs
 from policies.model import Mode, SandboxPolicy
 
@@ -155,6 +156,8 @@ class Orchestrator:
                 output = await self._shell(call, tool, args)
             elif isinstance(tool, ApplyPatch):
                 output = await self._patch(call, tool, args, "" if patch_base == "." else patch_base)
+            elif isinstance(tool, McpTool):
+                output = await self._mcp(call, tool, args)
             else:
                 output = await tool.run(self._ctx(call), args)
         except TurnAborted:
@@ -256,6 +259,20 @@ class Orchestrator:
         if output.denials:
             output.text += self._denial_note(output, retried=False)
         return output
+
+    async def _mcp(self, call: ToolCall, tool: McpTool, args: Any) -> ToolOutput:
+        """An MCP server's tool. The server runs inside the sandbox, so its effects are confined like a
+        command's; under `untrusted` a call is asked about unless the server marks the tool read-only (a hint:
+        harmless to trust, since the sandbox holds either way). "Don't ask again" covers that tool."""
+        if self.approval == "untrusted" and not tool.read_only:
+            shown = json.dumps(args.model_extra or {}, ensure_ascii=False)
+            decision = await self._ask(ApprovalRequest(
+                call_id=call.id, kind="mcp_tool", command=[tool.name],
+                reason=f"a tool of MCP server {tool.client.spec.name}, with arguments "
+                       f"{shown if len(shown) <= 500 else shown[:500] + '...'}"))
+            if decision == "denied":
+                return ToolOutput("the user declined this tool call", is_error=True)
+        return await tool.run(self._ctx(call), args)
 
     def _protected(self, path: str) -> bool:
         """Under a protected path of the policy, or through a directory named like one (`.git`, `.stockade`)."""

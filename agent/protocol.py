@@ -156,7 +156,7 @@ class ApprovalRequest(BaseModel):
 
     type: Literal["approval_request"] = "approval_request"
     call_id: str
-    kind: Literal["exec", "patch", "escalation", "retry_unsandboxed"]
+    kind: Literal["exec", "patch", "escalation", "retry_unsandboxed", "mcp_tool"]
     command: list[str] | None = None
     paths: list[str] = Field(default_factory=list)
     reason: str  # why stockade asks

@@ -141,7 +141,8 @@ def approval_question(event: ApprovalRequest) -> str:
     what = shlex.join(event.command) if event.command else ", ".join(event.paths)
     head = {"exec": "Run this command?", "patch": "Apply a patch outside the writable roots?",
             "escalation": "Run this command OUTSIDE the sandbox?",
-            "retry_unsandboxed": "The sandbox denied this command. Re-run it OUTSIDE the sandbox?"}[event.kind]
+            "retry_unsandboxed": "The sandbox denied this command. Re-run it OUTSIDE the sandbox?",
+            "mcp_tool": "Call this MCP tool (its server runs inside the sandbox)?"}[event.kind]
     lines = [head, f"  {what}", f"  why: {event.reason}"]
     if event.justification:
         lines.append(f"  the model says: {event.justification}")

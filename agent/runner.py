@@ -12,18 +12,21 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 from agent.context import Context
 from agent.items import Item
 from agent.loop import Agent, Limits
+from agent.mcp_client import McpClient, McpError, McpServerSpec
 from agent.models.base import ModelClient
 from agent.orchestrator import Orchestrator
 from agent.prompt import AGENTS_MD_MAX_BYTES, system_prompt
 from agent.protocol import Event, SessionEnded, SessionStarted, Warning
 from agent.rollout import LoadedSession, Rollout, RolloutError, SessionMeta, new_session_id, sessions_dir
 from agent.tools import Tool, default_tools
+from agent.tools.mcp import mcp_tools
 from policies.model import SandboxPolicy
 
 
@@ -41,6 +44,7 @@ class AgentSettings:
     fork: bool = False  # with resume: continue under a new session id, the original left as it was
     base_url: str | None = None
     meta_extra: dict[str, object] = field(default_factory=dict)  # recorded in a new transcript's session_meta
+    mcp_servers: list[McpServerSpec] = field(default_factory=list)  # started inside the sandbox, tools added
 
 
 class EventSink:
@@ -99,50 +103,71 @@ async def open_agent(settings: AgentSettings, client: ModelClient, sink: EventSi
     policy = settings.policy
     tools = tools if tools is not None else default_tools()
     session = Session(policy, backend=settings.backend)
-    async with session:
-        agents_md, note = await read_agents_md(session)
-        if note:
-            sink(Warning(message=note))
-        orchestrator = Orchestrator(session, policy, tools, settings.approval,  # type: ignore[arg-type]
-                                    emit=sink.aemit, emit_nowait=sink)
-        system = system_prompt(policy, settings.approval, session.backend, agents_md)
-        resume = settings.resume
-        items: list[Item] = list(resume.items) if resume is not None else []
-        rollout: Rollout | None = None
+    clients: list[McpClient] = []
+    async with session, trio.open_nursery() as servers:
         try:
-            if resume is not None and not settings.fork:
-                session_id = resume.meta.session_id
-                if settings.persist:
-                    rollout = Rollout(resume.path)
-            else:  # a new session, or a fork: the history copied under a new id
-                session_id = new_session_id()
-                if settings.persist:
-                    rollout = Rollout.create(SessionMeta(
-                        session_id=session_id, cwd=policy.workspace, provider=client.provider, model=client.model,
-                        policy=settings.policy_name or policy.mode.value, approval=settings.approval,
-                        base_url=settings.base_url, forked_from=resume.meta.session_id if resume else None,
-                        extra=dict(settings.meta_extra)))
-                    if items:
-                        rollout.compacted(items)  # the starting history, replayed like a compaction
-        except OSError as exc:  # an unwritable state directory: one clear line, not a traceback
-            where = exc.filename or (resume.path if resume is not None else sessions_dir())
-            raise RolloutError(f"cannot write the session transcript ({where}: {exc.strerror or exc}); "
-                               "--ephemeral runs without one") from None
-        agent = Agent(client, orchestrator, Context(items, settings.window_tokens), system, sink,
-                      tools=[t.spec() for t in tools], limits=settings.limits, rollout=rollout,
-                      max_output_tokens=settings.max_output_tokens, session_id=session_id)
-        if resume is not None:
-            agent.close_open_calls()  # killed mid-tool: those calls get a synthetic result
-        sink(SessionStarted(session_id=session_id, provider=client.provider, model=client.model,
-                            cwd=policy.workspace, sandbox=f"{policy.mode.value} ({session.backend})",
-                            approval=settings.approval, rollout_path=str(rollout.path) if rollout else None,
-                            resumed=resume is not None))
-        try:
-            yield agent
+            for spec in settings.mcp_servers:
+                try:
+                    clients.append(await McpClient.start(session, spec, servers))
+                except McpError as exc:  # one broken server must not stop the agent: said, then left out
+                    sink(Warning(message=f"{exc}; its tools are not available in this session"))
+            async with _agent(settings, client, sink, session, [*tools, *mcp_tools(clients)]) as agent:
+                yield agent
         finally:
             with trio.CancelScope(shield=True):
-                await orchestrator.aclose()
-                if rollout is not None:
-                    rollout.close()
-                await client.aclose()
-                sink(SessionEnded(session_id=session_id))
+                for mcp in clients:
+                    await mcp.aclose()
+            servers.cancel_scope.cancel()  # their output readers: the servers are gone
+
+
+@asynccontextmanager
+async def _agent(settings: AgentSettings, client: ModelClient, sink: EventSink, session: Any,
+                 tools: list[Tool]) -> AsyncIterator[Agent]:
+    """The agent over a started session: system prompt, transcript, history; closed in order."""
+    policy = settings.policy
+    agents_md, note = await read_agents_md(session)
+    if note:
+        sink(Warning(message=note))
+    orchestrator = Orchestrator(session, policy, tools, settings.approval,  # type: ignore[arg-type]
+                                emit=sink.aemit, emit_nowait=sink)
+    system = system_prompt(policy, settings.approval, session.backend, agents_md)
+    resume = settings.resume
+    items: list[Item] = list(resume.items) if resume is not None else []
+    rollout: Rollout | None = None
+    try:
+        if resume is not None and not settings.fork:
+            session_id = resume.meta.session_id
+            if settings.persist:
+                rollout = Rollout(resume.path)
+        else:  # a new session, or a fork: the history copied under a new id
+            session_id = new_session_id()
+            if settings.persist:
+                rollout = Rollout.create(SessionMeta(
+                    session_id=session_id, cwd=policy.workspace, provider=client.provider, model=client.model,
+                    policy=settings.policy_name or policy.mode.value, approval=settings.approval,
+                    base_url=settings.base_url, forked_from=resume.meta.session_id if resume else None,
+                    extra=dict(settings.meta_extra)))
+                if items:
+                    rollout.compacted(items)  # the starting history, replayed like a compaction
+    except OSError as exc:  # an unwritable state directory: one clear line, not a traceback
+        where = exc.filename or (resume.path if resume is not None else sessions_dir())
+        raise RolloutError(f"cannot write the session transcript ({where}: {exc.strerror or exc}); "
+                           "--ephemeral runs without one") from None
+    agent = Agent(client, orchestrator, Context(items, settings.window_tokens), system, sink,
+                  tools=[t.spec() for t in tools], limits=settings.limits, rollout=rollout,
+                  max_output_tokens=settings.max_output_tokens, session_id=session_id)
+    if resume is not None:
+        agent.close_open_calls()  # killed mid-tool: those calls get a synthetic result
+    sink(SessionStarted(session_id=session_id, provider=client.provider, model=client.model,
+                        cwd=policy.workspace, sandbox=f"{policy.mode.value} ({session.backend})",
+                        approval=settings.approval, rollout_path=str(rollout.path) if rollout else None,
+                        resumed=resume is not None))
+    try:
+        yield agent
+    finally:
+        with trio.CancelScope(shield=True):
+            await orchestrator.aclose()
+            if rollout is not None:
+                rollout.close()
+            await client.aclose()
+            sink(SessionEnded(session_id=session_id))

@@ -218,6 +218,7 @@ _SCHEMA: dict[str, Any] = {
         "idle_timeout": "number",
         "max_retries": "int",
         "options": "table",
+        "mcp_servers": "table",  # checked by agent.mcp_client.parse_servers
     },
     "env": {
         "inherit": ("enum", EnvInherit),
