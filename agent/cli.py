@@ -58,4 +58,5 @@ HELP = """stockade: run untrusted commands, and coding agents, in a kernel-enfor
   stockade resume ID       continue a saved agent session
   stockade explain         show the plan a policy compiles to on this host
   stockade doctor          show what this host supports and how to fix what is missing
+  stockade mcp             serve the sandbox to an MCP client (stdio)
 """
