@@ -107,9 +107,8 @@ def test_tool_names_fit_model_apis() -> None:
 
 async def _run_agent(ws: Path, script: list, approval: str = "never", answer: str = "approved",
                      servers: list[McpServerSpec] | None = None) -> tuple[list, FakeModelServer]:
-    from conftest import FAST
-
     from agent.models.chat import ChatCompletionsClient
+    from agent.models.retry import RetryPolicy
     from agent.protocol import ApprovalRequest, TurnCompleted
     from agent.runner import AgentSettings, EventSink, open_agent
 
@@ -118,7 +117,8 @@ async def _run_agent(ws: Path, script: list, approval: str = "never", answer: st
                              mcp_servers=[spec()] if servers is None else servers)
     with FakeModelServer("chat", script) as server:
         sink = EventSink()
-        client = ChatCompletionsClient(model="fake", base_url=server.base_url, api_key="k", policy=FAST)
+        client = ChatCompletionsClient(model="fake", base_url=server.base_url, api_key="k",
+                                       policy=RetryPolicy(max_retries=1, base_delay=0.01, max_delay=0.05))
         async with open_agent(settings, client, sink) as agent:
             async def answer_approvals() -> None:
                 async for event in sink.receive:
