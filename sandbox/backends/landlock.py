@@ -394,7 +394,7 @@ class LandlockBackend(Backend):
                 mplan = mount_plan(rp, host, userns=mode == "userns",
                                    host_sockets=_with_socket_aliases(_host_sockets()) if offline else (),
                                    view=view, proxy_dir=proxy_dir)
-                steps += confine.mount_steps(state.take_stubs(mplan, warnings))
+                steps += confine.mount_steps(state.take_stubs(mplan, warnings, rp))
                 steps += [confine.late_rule_step(fd, r.path, r.access) for r in plan.late_rules]
             # CAP_SETPCAP in the child: always after unshare(); otherwise only a root caller has it.
             privileged = mode is not None or (host.is_root and confine.has_cap(confine.CAP_SETPCAP))
@@ -468,13 +468,30 @@ class _RunState:
         self.lease: Any = None  # sandbox.stubs.StubLease
         self.problems: list[str] = []
 
-    def take_stubs(self, plan: MountPlan, warnings: list[str]) -> MountPlan:
-        """Create (or join) the stubs the plan mounts on; a path that became real meanwhile is bound as is."""
-        if not plan.stubs:
-            return plan
+    def take_stubs(self, plan: MountPlan, warnings: list[str], rp: ResolvedPolicy) -> MountPlan:
+        """Create (or join) the stubs the plan mounts on; a path that became real meanwhile is bound as is.
+
+        A protected path that exists as another run's stub (resolved while that run was going) is joined
+        too: else that run, finishing first, would remove the stub under our read-only bind, the bind would
+        be detached, and this run could create the protected path for real (`.stockade/config.toml`).
+        """
         from sandbox.stubs import new_lease
 
-        self.lease = new_lease()
+        borrowed = [p.path for p in rp.protected if p.kind == "dir"]
+        if not plan.stubs and not borrowed:
+            return plan
+        try:
+            self.lease = new_lease()
+        except OSError as exc:
+            if plan.stubs:
+                raise SandboxSetupError(f"cannot use the stub registry: {exc}") from exc
+            warnings.append(f"stub registry unusable ({exc}): a concurrent run's stub may be removed under this run")
+            return plan
+        for path in borrowed:
+            if self.lease.is_stub(path):
+                self.lease.join(path, create=False)
+        if not plan.stubs:
+            return plan
         ops = list(plan.ops)
         for path in plan.stubs:
             try:

@@ -593,3 +593,36 @@ def test_stockade_run_from_a_venv_in_the_workspace_cannot_change_its_own_code(bo
     assert (box.ws / "inside.txt").exists(), proc.stderr  # the workspace itself stays writable
     assert (box.ws / "inside.txt").read_text() == "fine\n"
     assert pyvenv.read_bytes() == before and not (env_dir / "evil.pth").exists(), proc.stderr
+
+
+# ---------------------------------------------------------------- runs that overlap on a missing protected path
+
+
+def test_a_run_resolved_during_another_runs_stub_keeps_it_protected(box: Box, backend: str) -> None:
+    """A run that starts while another run's stub for a missing `.stockade` exists resolves it as an existing
+    dir. When the other run finishes first it must not remove that stub from under this run (the read-only
+    mount would be detached and the command could create `.stockade/config.toml` for real). Found flaky in CI
+    as test_sec_fs's concurrent-runs test; made deterministic here."""
+    import threading
+
+    from sandbox.execute import run
+    from sandbox.stubs import new_lease
+
+    target = box.ws / ".stockade"
+    shutil.rmtree(target, ignore_errors=True)
+    other = new_lease()
+    assert other.join(str(target), create=True)  # the other run's stub, as it is while that run goes on
+    results: list[Any] = []
+    script = ("sleep 1; ( mkdir -p .stockade && echo 'mode = \"full-access\"' > .stockade/config.toml ) 2>&1; "
+              "echo attempted")
+    long_run = threading.Thread(target=lambda: results.append(
+        run(["sh", "-c", script], _policy(box), backend=backend, host=box.host, env=box.env)))
+    long_run.start()
+    try:
+        time.sleep(0.5)  # the long run is up and has resolved `.stockade` as an existing (stub) dir
+        assert not other.release()  # the other run finishes first
+    finally:
+        long_run.join(30)
+    assert results and b"attempted" in results[0].stdout
+    assert not (target / "config.toml").exists(), f"{backend}: .stockade/config.toml was created on the host"
+    assert not target.exists(), "the stub was left behind after both runs"
