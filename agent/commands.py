@@ -92,6 +92,10 @@ def _agent_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--token-budget", type=click.IntRange(1), default=None, metavar="TOKENS",
                      help="Stop once this many input+output tokens are spent."),
         click.option("--ephemeral", is_flag=True, help="Do not save the session transcript."),
+        click.option("--stop-check", metavar="CMD", default=None,
+                     help="A shell command that must pass before the agent may finish (e.g. 'pytest -q'): run in "
+                          "the sandbox when the model says it is done; if it fails, its output goes back to the "
+                          "model, at most 3 times per task. Default: [agent] stop_check in your config."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -130,7 +134,7 @@ def _prepare(kw: dict[str, Any], *, default_approval: str, resume: Any = None) -
     from agent.models.config import resolve_config
 
     policy_kw = {k: v for k, v in kw.items() if k not in ("model", "provider", "base_url", "approval", "max_turns",
-                                                         "max_time", "token_budget", "ephemeral")}
+                                                         "max_time", "token_budget", "ephemeral", "stop_check")}
     meta = resume.meta if resume is not None else None
     if meta is not None:
         policy_kw = _resume_policy_flags(policy_kw, meta)
@@ -160,7 +164,8 @@ def _prepare(kw: dict[str, Any], *, default_approval: str, resume: Any = None) -
                              limits=limits, backend=str(policy_kw.get("backend") or "auto"),
                              persist=not kw.get("ephemeral"), resume=resume, base_url=config.base_url,
                              meta_extra={POLICY_FLAGS: _recordable(policy_kw)},
-                             mcp_servers=_mcp_servers(file_settings))
+                             mcp_servers=_mcp_servers(file_settings),
+                             stop_check=_stop_check(kw.get("stop_check"), file_settings))
     try:
         client = make_client(config)
     except TypeError as exc:  # an unknown key in [agent] options reaches the client's constructor
@@ -170,6 +175,16 @@ def _prepare(kw: dict[str, Any], *, default_approval: str, resume: Any = None) -
         _fail(exc.message)
         raise
     return Prepared(settings, client)
+
+
+def _stop_check(flag: str | None, file_settings: dict[str, Any]) -> list[str] | None:
+    command = flag if flag is not None else file_settings.get("stop_check")
+    if command is None:
+        return None
+    if not command.strip():
+        _fail("--stop-check: give a command (e.g. 'pytest -q')" if flag is not None
+              else f"{_config_name()}: agent.stop_check: give a command (e.g. 'pytest -q')")
+    return ["sh", "-c", command]
 
 
 def _mcp_servers(file_settings: dict[str, Any]) -> list[Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -54,11 +54,15 @@ from agent.protocol import (
     TurnCompleted,
     TurnStarted,
     UserInput,
+    Warning,
 )
 from agent.protocol import ReasoningDelta as ReasoningEvent
 from agent.rollout import Rollout
 
 MAX_OUTPUT_RECOVERIES = 3
+MAX_STOP_BLOCKS = 3  # times a failing stop check may send the model back to work in one turn
+# Asked when the model is about to finish: None lets it, a text sends it back to work with that text.
+StopCheck = Callable[[], Awaitable[str | None]]
 INTERRUPTED_RESULT = "interrupted by the user before this tool call finished; it may have run partially"
 TIME_LIMIT_RESULT = ("stopped: the session's wall-time limit (--max-time) was reached before this tool call "
                      "finished; it may have run partially")
@@ -85,6 +89,7 @@ class Agent:
         rollout: Rollout | None = None,
         max_output_tokens: int | None = None,
         session_id: str = "",
+        stop_check: StopCheck | None = None,
     ) -> None:
         self.model, self.orchestrator, self.context, self.system = model, orchestrator, context, system
         self.emit = emit
@@ -93,6 +98,7 @@ class Agent:
         self.rollout = rollout
         self.max_output_tokens = max_output_tokens
         self.session_id = session_id
+        self.stop_check = stop_check
         self.usage = Usage()
         self.turns = 0
         self.started = time.monotonic()
@@ -176,7 +182,7 @@ class Agent:
 
     async def _iterate(self) -> TurnCompleted:
         self._iteration = 0
-        recoveries = 0
+        recoveries = blocks = 0
         compacted_for_overflow = False
         while True:
             if self._iteration >= self.limits.max_turns:
@@ -217,7 +223,15 @@ class Agent:
                 self._next(ContinueReason.MAX_OUTPUT_RECOVERY)
             elif self._steering:
                 self._next(ContinueReason.USER_STEERING)
+            elif self.stop_check is not None and blocks < MAX_STOP_BLOCKS and \
+                    (objection := await self.stop_check()) is not None:
+                blocks += 1
+                self._record(UserMessage(text=objection))
+                self._next(ContinueReason.STOP_HOOK_BLOCKING)
             else:
+                if self.stop_check is not None and blocks >= MAX_STOP_BLOCKS:
+                    self.emit(Warning(message=f"the stop check sent the model back {blocks} times; it was not "
+                                              "run again, the turn ends as the model wants"))
                 return self._end(TerminalReason.COMPLETED, last=message.text)
 
     def _next(self, reason: ContinueReason) -> None:

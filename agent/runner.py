@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import math
+import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import trio
 
 from agent.context import Context
 from agent.items import Item
-from agent.loop import Agent, Limits
+from agent.loop import Agent, Limits, StopCheck
 from agent.mcp_client import McpClient, McpError, McpServerSpec
 from agent.models.base import ModelClient
 from agent.orchestrator import Orchestrator
@@ -45,6 +46,8 @@ class AgentSettings:
     base_url: str | None = None
     meta_extra: dict[str, object] = field(default_factory=dict)  # recorded in a new transcript's session_meta
     mcp_servers: list[McpServerSpec] = field(default_factory=list)  # started inside the sandbox, tools added
+    stop_check: list[str] | None = None  # argv run in the sandbox when the model wants to finish (must pass)
+    stop_check_timeout: float = 900.0
 
 
 class EventSink:
@@ -120,6 +123,30 @@ async def open_agent(settings: AgentSettings, client: ModelClient, sink: EventSi
             servers.cancel_scope.cancel()  # their output readers: the servers are gone
 
 
+STOP_CHECK_TAIL = 6000  # characters of a failing stop check's output shown to the model
+
+
+def _stop_check(settings: AgentSettings, session: Any, sink: EventSink) -> StopCheck:
+    """The stop hook: run the check in the session's sandbox when the model wants to finish; its failure
+    (exit code and the end of its output) goes back to the model, which must keep working."""
+    argv = list(settings.stop_check or ())
+    shown = argv[2] if argv[:2] == ["sh", "-c"] and len(argv) == 3 else shlex.join(argv)
+
+    async def check() -> str | None:
+        result = await session.aexec(argv, timeout=settings.stop_check_timeout)
+        if result.ok:
+            sink(Warning(message=f"stop check `{shown}` passed"))
+            return None
+        how = "timed out" if result.timed_out else f"exit {result.returncode}"
+        sink(Warning(message=f"stop check `{shown}` failed ({how}): the agent goes on"))
+        output = (result.stdout + result.stderr).decode("utf-8", "replace").strip()
+        tail = output[-STOP_CHECK_TAIL:] if output else "(no output)"
+        return (f"<stop_check>\nBefore you finish: the check `{shown}` fails ({how}). The end of its output:\n"
+                f"{tail}\n</stop_check>\nFix what it reports, then finish. Do not weaken or skip the check.")
+
+    return check
+
+
 @asynccontextmanager
 async def _agent(settings: AgentSettings, client: ModelClient, sink: EventSink, session: Any,
                  tools: list[Tool]) -> AsyncIterator[Agent]:
@@ -155,7 +182,8 @@ async def _agent(settings: AgentSettings, client: ModelClient, sink: EventSink, 
                            "--ephemeral runs without one") from None
     agent = Agent(client, orchestrator, Context(items, settings.window_tokens), system, sink,
                   tools=[t.spec() for t in tools], limits=settings.limits, rollout=rollout,
-                  max_output_tokens=settings.max_output_tokens, session_id=session_id)
+                  max_output_tokens=settings.max_output_tokens, session_id=session_id,
+                  stop_check=_stop_check(settings, session, sink) if settings.stop_check else None)
     if resume is not None:
         agent.close_open_calls()  # killed mid-tool: those calls get a synthetic result
     sink(SessionStarted(session_id=session_id, provider=client.provider, model=client.model,

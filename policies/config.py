@@ -219,6 +219,7 @@ _SCHEMA: dict[str, Any] = {
         "max_retries": "int",
         "options": "table",
         "mcp_servers": "table",  # checked by agent.mcp_client.parse_servers
+        "stop_check": str,  # a shell command that must pass before the agent may finish
     },
     "env": {
         "inherit": ("enum", EnvInherit),
