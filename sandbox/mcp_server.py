@@ -141,6 +141,48 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
+def _valid_text(s: str) -> str:
+    """`s` as valid Unicode: a non-UTF-8 file name decodes to lone surrogates, which no UTF-8 writer accepts."""
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate surrogateescape did not make (e.g. "\ud800" sent by the client)
+        return s.encode("utf-8", "replace").decode("utf-8")
+
+
+def _valid(value: Any) -> Any:
+    """A JSON value with every string made valid Unicode (see `_valid_text`)."""
+    if isinstance(value, str):
+        return _valid_text(value)
+    if isinstance(value, dict):
+        return {_valid(k): _valid(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_valid(v) for v in value]
+    return value
+
+
+def _invalid_string(value: Any, where: str = "arguments") -> str | None:
+    """Where a client-sent string holds a lone surrogate (JSON allows "\\ud800"; nothing can run or write it)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _invalid_string(item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]")
+        if found:
+            return found
+    return None
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) single-member exception groups: trio nurseries wrap what they raise."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _result(text: str, structured: dict[str, Any] | None = None, *, error: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": error}
     if structured is not None:
@@ -170,12 +212,13 @@ def _exec_text(r: Result) -> str:
 class Server:
     """JSON-RPC dispatch over one session; `serve` runs until stdin ends."""
 
-    def __init__(self, session: Session, policy: SandboxPolicy, setup_error: str | None = None) -> None:
+    def __init__(self, session: Session, policy: SandboxPolicy, setup_error: str | None = None,
+                 out_fd: int | None = None) -> None:
         self.session = session
         self.policy = policy
         self.setup_error = setup_error
         self.version = PROTOCOL_VERSIONS[0]
-        self._out = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
+        self._out = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()) if out_fd is None else out_fd)
         self._send_lock = trio.Lock()
         self._running: dict[Any, trio.CancelScope] = {}
         self._tools: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
@@ -201,7 +244,11 @@ class Server:
             await self._out.aclose()
 
     async def _send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+        try:
+            data = text.encode() + b"\n"
+        except UnicodeEncodeError:  # a non-UTF-8 file name in a listing, a surrogate echoed back: make it U+FFFD
+            data = json.dumps(_valid(message), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
         async with self._send_lock:
             try:
                 await self._out.send_all(data)
@@ -231,13 +278,17 @@ class Server:
             return
         method, params, is_request = msg["method"], msg.get("params") or {}, "id" in msg
         rid = msg.get("id")
+        if is_request and not _valid_id(rid):
+            await self._error(None, INVALID_REQUEST, "a request id must be a string or a number")
+            return
         if not isinstance(params, dict):
             if is_request:
                 await self._error(rid, INVALID_PARAMS, "params must be an object")
             return
         if not is_request:
             if method == "notifications/cancelled":
-                scope = self._running.get(params.get("requestId"))
+                target = params.get("requestId")
+                scope = self._running.get(target) if _valid_id(target) else None
                 if scope is not None:
                     scope.cancel()
             return  # notifications/initialized and others need no answer
@@ -276,34 +327,48 @@ class Server:
                                  "denials; the policy cannot be changed from here.")}
 
     async def _call(self, rid: Any, params: dict[str, Any], scope: trio.CancelScope) -> None:
+        """Run one tool call under `scope`; the reply is sent outside it, so a cancel never cuts a reply in two."""
         try:
+            name, args = params.get("name"), params.get("arguments") or {}
+            tool = self._tools.get(name) if isinstance(name, str) else None
+            if tool is None:
+                await self._error(rid, INVALID_PARAMS, f"unknown tool {name!r}")
+                return
+            if not isinstance(args, dict):
+                await self._error(rid, INVALID_PARAMS, "arguments must be an object")
+                return
+            result: dict[str, Any] | None = None
             with scope:
-                name, args = params.get("name"), params.get("arguments") or {}
-                tool = self._tools.get(name) if isinstance(name, str) else None
-                if tool is None:
-                    await self._error(rid, INVALID_PARAMS, f"unknown tool {name!r}")
-                    return
-                if not isinstance(args, dict):
-                    await self._error(rid, INVALID_PARAMS, "arguments must be an object")
-                    return
-                if self.setup_error is not None:
-                    await self._reply(rid, _result(self.setup_error, error=True))
-                    return
-                try:
-                    result = await tool(args)
-                except ToolError as exc:
-                    result = _result(str(exc), error=True)
-                except FileOpError as exc:
-                    result = _result(str(exc) + (f"\n{exc.denial.hint()}" if exc.denial else ""), error=True)
-                except (SessionError, SandboxSetupError) as exc:
-                    result = _result(f"stockade: {exc}", error=True)
-                except Exception as exc:  # noqa: BLE001 - one bad call must not end the server
-                    print(f"stockade mcp: internal error in {name}: {exc!r}", file=sys.stderr, flush=True)
-                    await self._error(rid, INTERNAL_ERROR, f"internal error: {exc}")
-                    return
-                await self._reply(rid, result)
+                result = await self._run_tool(name, tool, args)
+            if scope.cancelled_caught or result is None:
+                return  # cancelled: the spec asks for no response
         finally:
             self._running.pop(rid, None)
+        if "error" in result:
+            await self._error(rid, INTERNAL_ERROR, result["error"])
+        else:
+            await self._reply(rid, result)
+
+    async def _run_tool(self, name: str, tool: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+                        args: dict[str, Any]) -> dict[str, Any]:
+        """A tool's result; what went wrong becomes an isError result ({"error": ...} for our own bugs)."""
+        if self.setup_error is not None:
+            return _result(self.setup_error, error=True)
+        bad = _invalid_string(args)
+        if bad is not None:
+            return _result(f"`{bad}` is not valid Unicode (a lone surrogate): it cannot be run or written", error=True)
+        try:
+            return await tool(args)
+        except Exception as group:  # noqa: BLE001 - one bad call must not end the server
+            exc = _unwrap(group)  # a trio nursery in the session wraps what it raises
+            if isinstance(exc, ToolError):
+                return _result(str(exc), error=True)
+            if isinstance(exc, FileOpError):
+                return _result(str(exc) + (f"\n{exc.denial.hint()}" if exc.denial else ""), error=True)
+            if isinstance(exc, (SessionError, SandboxSetupError)):
+                return _result(f"stockade: {exc}", error=True)
+            print(f"stockade mcp: internal error in {name}: {group!r}", file=sys.stderr, flush=True)
+            return {"error": f"internal error: {exc}"}
 
     # -- tools ----------------------------------------------------------------------------------------
 
@@ -363,6 +428,11 @@ class Server:
         return _result(("\n".join(lines) if lines else "no matches") + tail)
 
 
+def _valid_id(rid: Any) -> bool:
+    """JSON-RPC ids are strings or numbers (MCP: never null); a list or object would not even be hashable."""
+    return isinstance(rid, (str, int, float)) and not isinstance(rid, bool)
+
+
 async def _lines(stream: trio.lowlevel.FdStream) -> Any:
     """Newline-delimited messages; None for one over MAX_LINE (skipped up to its newline)."""
     buf = bytearray()
@@ -404,7 +474,13 @@ async def _cancel_on_signal(scope: trio.CancelScope) -> None:
 
 async def serve(policy: SandboxPolicy, backend: str) -> int:
     """Serve until stdin ends. A sandbox that cannot be set up is reported by every call (and on stderr):
-    an MCP client shows a tool's error to its user, not a server that exited."""
+    an MCP client shows a tool's error to its user, not a server that exited.
+
+    The protocol gets its own copy of stdout and fd 1 becomes stderr: a stray print (ours, a library's, a
+    child's) then lands in the log instead of corrupting the JSON-RPC stream."""
+    sys.stdout.flush()
+    out_fd = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     session = Session(policy, backend=backend)
     try:
         error = None
@@ -417,7 +493,7 @@ async def serve(policy: SandboxPolicy, backend: str) -> int:
             print(f"stockade mcp: {error}; every call will report it", file=sys.stderr, flush=True)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
-            await Server(session, policy, error).serve()
+            await Server(session, policy, error, out_fd).serve()
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):

@@ -247,3 +247,110 @@ def test_help_teaches(box: Path) -> None:
     proc = subprocess.run([*STOCKADE, "mcp", "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and "MCP" in proc.stdout and '"args": ["mcp"' in proc.stdout
     assert os.path.isdir(box)
+
+
+def test_malformed_ids_and_invalid_unicode_never_end_the_server(box: Path, backend: str) -> None:
+    """JSON allows ids no JSON-RPC peer may send and lone surrogates no writer can encode: both once killed us."""
+    client = start(box, backend)
+    try:
+        for bad_id in ([1], {"a": 1}, None, True):
+            client.send({"id": bad_id, "method": "tools/call", "params": {"name": "exec",
+                                                                          "arguments": {"command": "true"}}})
+            got = client.reply()
+            assert got["id"] is None and got["error"]["code"] == -32600, got
+        client.send({"method": "notifications/cancelled", "params": {"requestId": [1]}})
+        client.send(b'{"jsonrpc": "2.0", "id": "\\ud800", "method": "ping"}')
+        assert client.reply()["result"] == {}  # answered, the id made valid UTF-8
+        for args in ({"command": "cat", "stdin": "\ud800"}, {"command": ["echo", "\ud800"]}):
+            r = client.call("exec", **args)
+            assert r["isError"] is True and "not valid Unicode" in r["content"][0]["text"], r
+        r = client.call("write_file", path="x.txt", content="\ud800")
+        assert r["isError"] is True and not (box / "ws" / "x.txt").exists()
+        assert client.request("ping", {"x": 1}, timeout=10)["result"] == {}
+    finally:
+        assert client.close() == 0
+
+
+def test_file_names_that_are_not_utf8_are_listed_not_fatal(box: Path, backend: str) -> None:
+    """A non-UTF-8 name decodes to lone surrogates; the reply must still be valid UTF-8 JSON."""
+    (box / "ws" / os.fsdecode(b"bad\xffname.txt")).write_text("needle\n")
+    client = start(box, backend)
+    try:
+        listing = client.call("list_dir")["content"][0]["text"]
+        assert "bad\ufffdname.txt" in listing
+        assert "bad\ufffdname.txt:1: needle" in client.call("search", pattern="needle")["content"][0]["text"]
+        assert client.call("exec", command="ls")["structuredContent"]["stdout"] == "bad\ufffdname.txt\n"
+    finally:
+        assert client.close() == 0
+
+
+def test_a_cancel_never_cuts_a_reply_in_two(box: Path) -> None:
+    """A cancel for a call whose (big) reply is being written must not leave half a line on stdout."""
+    proc = subprocess.Popen([*STOCKADE, "mcp", "--cwd", str(box / "ws"), "--no-config"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def send(message: dict[str, Any]) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", **message}).encode() + b"\n")
+        proc.stdin.flush()
+
+    try:
+        send({"id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}}})
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        send({"id": 2, "method": "tools/call",
+              "params": {"name": "exec", "arguments": {"command": "head -c 3000000 /dev/zero | tr '\\0' a"}}})
+        head = proc.stdout.read(16)  # the reply has started; megabytes of it wait on a full pipe
+        send({"method": "notifications/cancelled", "params": {"requestId": 2}})
+        time.sleep(0.5)
+        send({"id": 3, "method": "ping"})
+        time.sleep(0.5)
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = (head + rest).splitlines()
+    ids = [json.loads(line)["id"] for line in lines]  # every line is one whole message
+    assert ids == [2, 3]
+
+
+def test_a_worker_that_dies_is_a_tool_error_not_an_internal_one(box: Path, backend: str) -> None:
+    client = start(box, backend)
+    marker = f"mcp-worker-{uuid.uuid4().hex[:8]}"
+    try:
+        client.send({"id": 7, "method": "tools/call", "params": {"name": "exec",
+                                                                 "arguments": {"command": f"sleep 60; : {marker}"}}})
+        deadline = time.monotonic() + 10
+        while not with_marker(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = [p for p in psutil.Process(client.proc.pid).children(recursive=True)
+                   if p.cmdline()[1:3] == ["-I", "-S"]]
+        assert workers, "no session worker found"
+        for worker in workers:
+            worker.kill()
+        got = client.reply()
+        assert got["id"] == 7 and got["result"]["isError"] is True, got
+        assert "worker died" in got["result"]["content"][0]["text"]
+        assert client.call("exec", command="echo again")["structuredContent"]["stdout"] == "again\n"
+    finally:
+        assert client.close() == 0
+
+
+def test_a_stray_print_does_not_reach_the_protocol(box: Path) -> None:
+    """Only JSON-RPC on stdout: whatever else writes to fd 1 while we serve goes to stderr."""
+    noisy = ("import sandbox.session as s\n"
+             "start = s.Session.start\n"
+             "def loud(self, *a, **k):\n"
+             "    print('NOISE from a library', flush=True)\n"
+             "    return start(self, *a, **k)\n"
+             "s.Session.start = loud\n"
+             "from agent.cli import main; main()\n")
+    request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}) + "\n"
+    proc = subprocess.run([sys.executable, "-c", noisy, "mcp", "--cwd", str(box / "ws"), "--no-config"],
+                          input=request, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line) for line in proc.stdout.splitlines()] == [{"jsonrpc": "2.0", "id": 1, "result": {}}]
+    assert "NOISE from a library" in proc.stderr
