@@ -7,7 +7,7 @@ nothing heavy is imported before the command is known.
 
 Exit codes of `stockade exec` / `stockade resume`:
   0    the turn completed
-  1    the model failed (after retries) or the agent hit an internal error
+  1    the model failed (after retries), the agent hit an internal error, or --diff failed
   2    bad usage or configuration (no model configured, bad policy file, unknown session)
   3    a limit ended the turn: --max-turns, --max-time, --token-budget, or the prompt no longer fits
   125  the sandbox could not be set up (see `stockade doctor`)

@@ -68,7 +68,7 @@ The session is saved; `stockade resume ID` continues it.
 \b
 Exit codes:
   0    completed
-  1    the model failed (after retries)
+  1    the model failed (after retries), or --diff could not be computed or written
   2    bad usage or configuration (e.g. no model configured: the message says what to set)
   3    a limit ended the turn (--max-turns, --max-time, --token-budget, prompt too long)
   125  the sandbox could not be set up (see `stockade doctor`)

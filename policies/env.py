@@ -93,6 +93,10 @@ def build_env(
     if policy.confined:
         env["TMPDIR"] = tmpdir
         env["STOCKADE_POLICY"] = policy.mode.value
+        # The workspace is a mount of its own inside the sandbox (the rest of the host is a read-only view):
+        # git would stop looking for the repository at it, and a workspace below a repo's top (a monorepo's
+        # service) would not be a repository at all.
+        env.setdefault("GIT_DISCOVERY_ACROSS_FILESYSTEM", "1")
         if policy.network.mode is NetworkMode.OFF:
             env["STOCKADE_NETWORK_DISABLED"] = "1"
         elif policy.network.mode is NetworkMode.ALLOWLIST:

@@ -255,3 +255,37 @@ def test_exec_diff_outside_a_git_repository_fails_clearly(ws: Path, tmp_path: Pa
     with FakeModelServer("chat", [Reply(text="done")]) as server:
         proc = run(["exec", "--diff", str(tmp_path / "x.patch"), *model_flags(server), "hi"], ws)
     assert proc.returncode == 1 and "git repository" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exec_diff_in_a_workspace_below_the_repositorys_top(ws: Path, tmp_path: Path) -> None:
+    """A monorepo's service as the workspace: git works inside, and the patch (paths from the top) holds only
+    the change under the workspace."""
+    svc = ws / "svc"
+    svc.mkdir()
+    (svc / "app.py").write_text("def add(a, b):\n    return a - b\n")
+    (ws / "other.txt").write_text("not the agent's\n")
+    _git(ws, "init", "-q")
+    _git(ws, "add", "-A")
+    _git(ws, "commit", "-q", "-m", "init")
+    (ws / "other.txt").write_text("changed by the user, outside the workspace\n")
+    patch = ("*** Begin Patch\n*** Update File: app.py\n def add(a, b):\n-    return a - b\n+    return a + b\n"
+             "*** Add File: test_app.py\n+from app import add\n*** End Patch\n")
+    out = tmp_path / "fix.patch"
+    script = [Reply(tool_calls=[ToolCallSpec("apply_patch", {"patch": patch}), shell("git status --short")]),
+              Reply(text="fixed")]
+    with FakeModelServer("chat", script) as server:
+        proc = run(["exec", "--json", "--diff", str(out), *model_flags(server), "fix add"], svc)
+        status = [r for r in tool_results_of(server.requests[1]) if "app.py" in r]
+    assert proc.returncode == 0, proc.stderr
+    assert status, "git status did not work in the sandbox"
+    text = out.read_text()
+    assert "svc/app.py" in text and "svc/test_app.py" in text and "other.txt" not in text
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ws), str(clone)], check=True)
+    subprocess.run(["git", "apply", str(out)], cwd=clone, check=True)
+    assert (clone / "svc" / "app.py").read_text() == (svc / "app.py").read_text()
+
+
+def tool_results_of(request: dict[str, object]) -> list[str]:
+    return [str(m.get("content")) for m in request.get("messages", []) if isinstance(m, dict)  # type: ignore[union-attr]
+            and m.get("role") == "tool"]
