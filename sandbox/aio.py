@@ -155,6 +155,14 @@ class SandboxedProcess:
         with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_GRACE):
             await self._done.wait()
 
+    async def _follow_deny_read(self) -> None:
+        """Stop the run when a deny-read entry changes on the host (see sandbox.deny_watch)."""
+        watch = self._prep.watch
+        while not self._exited:
+            await trio.lowlevel.wait_readable(watch.fd)
+            if self._prep.deny_read_changed(self._sp):
+                return
+
     async def _wait_exit(self) -> None:
         if self._sp.pidfd is not None:
             await trio.lowlevel.wait_readable(self._sp.pidfd)
@@ -173,6 +181,8 @@ class SandboxedProcess:
             async with trio.open_nursery() as pipes:
                 pipes.start_soon(pump_output, self, "stdout", sp.stdout, out, eof)
                 pipes.start_soon(pump_output, self, "stderr", sp.stderr, err, eof)
+                if prep.watch is not None:
+                    pipes.start_soon(self._follow_deny_read)
                 sp.stdout = sp.stderr = None  # the readers own them now
                 if prep.timeout is None:
                     deadline = math.inf
@@ -281,7 +291,7 @@ async def _start(
     stream: queue chunks for output(). exec_error_result: a command that cannot
     be executed gives the shell's 127/126 Result instead of raising OSError.
     """
-    prep = await trio.to_thread.run_sync(partial(prepare, argv, policy, **options))
+    prep = await trio.to_thread.run_sync(partial(prepare, argv, policy, watch=True, **options))
     try:
         sp: Spawned = await _in_spawner(partial(spawn, prep, pipe_stdin=stdin))
     except OSError as exc:

@@ -10,7 +10,9 @@ once; the session then retires its worker (killing what runs in it) and the
 next call starts a fresh one that hides them. An entry renamed away on the
 host stays denied under its new name for the session's life (`moved`).
 
-Checking costs one non-blocking read of the inotify fd per call. Linux only:
+Checking costs one non-blocking read of the inotify fd per call. One-shot
+runs (`sandbox.run`, `sandbox.arun`) watch too: a change during the run
+stops it (the tree is killed) with a denial saying why. Linux only:
 elsewhere `DenyReadWatch.start` returns None and nothing is watched.
 """
 
@@ -22,8 +24,13 @@ import fnmatch
 import glob
 import os
 import struct
+import sys
 import threading
 from collections.abc import Iterable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (it is on `stockade run`'s path)
+if TYPE_CHECKING:
+    from policies.model import SandboxPolicy
 
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE_SELF, IN_MOVE_SELF = 0x40, 0x80, 0x100, 0x400, 0x800
 IN_Q_OVERFLOW, IN_IGNORED, IN_ONLYDIR, IN_NONBLOCK, IN_CLOEXEC = 0x4000, 0x8000, 0x1000000, 0o4000, 0o2000000
@@ -133,3 +140,19 @@ class DenyReadWatch:
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
+
+
+def patterns_for(policy: SandboxPolicy, home: str) -> list[str]:
+    """The deny-read entries as absolute paths or globs (as `policies.resolve` expands them)."""
+    out = []
+    for entry in policy.deny_read:
+        path = home + entry[1:] if entry == "~" or entry.startswith("~/") else entry
+        out.append(path if os.path.isabs(path) else os.path.join(os.path.realpath(policy.workspace), path))
+    return out
+
+
+def watch_for(policy: SandboxPolicy, home: str) -> DenyReadWatch | None:
+    """A watch for a confining policy with a deny-read list (None otherwise, or where there is no inotify)."""
+    if not policy.confined or not policy.deny_read or not sys.platform.startswith("linux"):
+        return None
+    return DenyReadWatch.start(patterns_for(policy, home))

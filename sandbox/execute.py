@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     import resource
     from typing import IO
 
+    from sandbox.deny_watch import DenyReadWatch
     from sandbox.proxy import FilteringProxy
 
     StdinSource = bytes | int | IO[bytes] | IO[str] | None
@@ -114,6 +115,8 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)  # the engine's; the launch keeps its own
     resolved: ResolvedPolicy | None = None  # for explaining denials after the run
     proxy: FilteringProxy | None = None  # network allowlist: the run's filtering proxy (sandbox.proxy)
+    watch: DenyReadWatch | None = None  # deny-read entries changing on the host mid-run (sandbox.deny_watch)
+    stopped: str | None = None  # why the run was stopped early (a deny-read entry changed), for the Result
     _cleaned: bool = False
 
     def all_warnings(self) -> list[str]:
@@ -133,10 +136,25 @@ class Prepared:
             finally:
                 if self.proxy is not None:
                     self.proxy.close()
+                if self.watch is not None:
+                    self.watch.close()
+
+    def deny_read_changed(self, sp: Spawned) -> bool:
+        """The watch fired: when a deny-read entry really changed, stop the run (its view no longer hides it)."""
+        reason = self.watch.changed() if self.watch is not None else None
+        if reason is None or self.stopped is not None:
+            return False
+        self.stopped = reason
+        kill_tree(sp, self.cgroup, descendants=True)
+        return True
 
     def finish(self, result: Result) -> Result:
         """Clean up once the tree is gone, then add the run's warnings (cleanup may have added some)."""
         self.cleanup()
+        if self.stopped is not None:
+            result.denials.append(Denial("read", "", "a deny-read entry changed on the host during the run",
+                                         f"{self.stopped}; the run was stopped so that it stays unreadable"))
+            result.warnings.append(f"stopped: a deny-read entry changed on the host ({self.stopped})")
         result.warnings.extend(self.all_warnings())
         return result
 
@@ -194,12 +212,34 @@ def prepare(
     timeout: float | None = None,
     backend: str = "auto",
     host: HostFacts | None = None,
+    watch: bool = False,
 ) -> Prepared:
-    """Resolve the policy, pick the backend, make the run's cgroup and the launch. Spawns nothing."""
+    """Resolve the policy, pick the backend, make the run's cgroup and the launch. Spawns nothing.
+
+    watch: follow the deny-read entries on the host from before they are resolved until the run ends (see
+    sandbox.deny_watch); one-shot runs ask for it, sessions keep their own.
+    """
     if not argv:
         raise ValueError("argv is empty")
     timeout = check_timeout(policy.limits.timeout if timeout is None else timeout)  # the effective one
     host = host or host_facts()
+    watcher = None
+    if watch:
+        from sandbox.deny_watch import watch_for
+
+        watcher = watch_for(policy, host.home)
+    try:
+        prep = _prepare(argv, policy, cwd, env, timeout, backend, host)
+    except BaseException:
+        if watcher is not None:
+            watcher.close()
+        raise
+    prep.watch = watcher
+    return prep
+
+
+def _prepare(argv: list[str], policy: SandboxPolicy, cwd: str | None, env: Mapping[str, str] | None,
+             timeout: float | None, backend: str, host: HostFacts) -> Prepared:
     rp = resolve(policy, host, cwd)
     if rp.problems:
         raise SandboxSetupError("cannot run under this policy:\n  " + "\n  ".join(rp.problems))
@@ -570,7 +610,7 @@ def run(
     """
     if isinstance(stdin, int) and stdin < 0 and stdin != subprocess.DEVNULL:
         raise ValueError("stdin: pass bytes to feed the command, an fd or file to pass through, or None")
-    prep = prepare(argv, policy, cwd=cwd, env=env, timeout=timeout, backend=backend, host=host)
+    prep = prepare(argv, policy, cwd=cwd, env=env, timeout=timeout, backend=backend, host=host, watch=True)
     if sys.platform == "win32":  # no fork, wait4 or killpg: the job-object runner
         from sandbox.execute_windows import run_prepared
 
@@ -610,6 +650,8 @@ def _supervise(prep: Prepared, sp: Spawned, feed: bytes, on_output: OutputCallba
         sel.register(sp.stderr, selectors.EVENT_READ, "stderr")
         if sp.pidfd is not None:
             sel.register(sp.pidfd, selectors.EVENT_READ, "exit")
+        if prep.watch is not None:
+            sel.register(prep.watch.fd, selectors.EVENT_READ, "watch")
         if sp.stdin is not None and pending:
             os.set_blocking(sp.stdin, False)
             sel.register(sp.stdin, selectors.EVENT_WRITE, "stdin")
@@ -642,6 +684,9 @@ def _supervise(prep: Prepared, sp: Spawned, feed: bytes, on_output: OutputCallba
                 if what == "exit":
                     exited = True
                     sel.unregister(key.fd)
+                elif what == "watch":
+                    if prep.deny_read_changed(sp):
+                        sel.unregister(key.fd)
                 elif what == "stdin":
                     try:
                         pending = pending[os.write(key.fd, pending[:READ_CHUNK]):]

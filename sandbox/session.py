@@ -497,13 +497,11 @@ class _Run:
 
 # -- the session ------------------------------------------------------------------------------------------
 
-def _deny_patterns(policy: SandboxPolicy, home: str) -> list[str]:
-    """The deny-read entries as absolute paths or globs (as `policies.resolve` expands them)."""
-    out = []
-    for entry in policy.deny_read:
-        path = home + entry[1:] if entry == "~" or entry.startswith("~/") else entry
-        out.append(path if os.path.isabs(path) else os.path.join(os.path.realpath(policy.workspace), path))
-    return out
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one exception a strict trio nursery wrapped in a group (nested groups too); else `exc`."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _mentions_refusal(out: bytes, err: bytes) -> bool:
@@ -722,9 +720,9 @@ class Session:
         if not self.policy.confined or not self.policy.deny_read:
             return self.policy
         if self._watch is None:
-            from sandbox.deny_watch import DenyReadWatch
+            from sandbox.deny_watch import watch_for
 
-            self._watch = DenyReadWatch.start(_deny_patterns(self.policy, host.home))
+            self._watch = watch_for(self.policy, host.home)
             if self._watch is not None:
                 self._watcher = threading.Thread(target=self._watch_loop, args=(self._watch,),
                                                  name="stockade-deny-watch", daemon=True)
@@ -1302,6 +1300,9 @@ class Session:
                 return self._finish(proc._w, proc._run)  # 127 / 126
             raise proc.failed
 
+        if stdin is None:
+            return await proc.wait()  # no nursery: a SessionError reaches the caller as itself
+
         async def feed(data: bytes) -> None:
             try:
                 await proc.send_stdin(data)
@@ -1309,10 +1310,14 @@ class Session:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
-        async with trio.open_nursery() as nursery:
-            if stdin is not None:
+        try:
+            async with trio.open_nursery() as nursery:
                 nursery.start_soon(feed, stdin)
-            result = await proc.wait()
+                result = await proc.wait()
+        except BaseExceptionGroup as group:  # strict nurseries wrap; callers catch SessionError itself
+            if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], trio.Cancelled):
+                raise group.exceptions[0] from None
+            raise
         return result
 
     async def aread_file(self, path: str | os.PathLike[str], max_bytes: int = 1 << 20) -> FileContent:
@@ -1470,7 +1475,8 @@ class SessionProcess:
         except BaseException as exc:
             if isinstance(exc, trio.Cancelled):
                 raise
-            self._error = exc
+            inner = _unwrap(exc)  # a nursery's group of one: callers catch SessionError itself
+            self._error = exc if isinstance(inner, trio.Cancelled) else inner
         finally:
             for fd in self._fds:
                 with contextlib.suppress(OSError):

@@ -608,3 +608,24 @@ def test_refusal_in_the_output_of_a_successful_command_is_explained(session: Ses
     assert r.exit_code == 0
     assert [(d.kind, d.target) for d in r.denials] == [("write", str(box.victim))]
     assert session.exec(["true"]).denials == []
+
+
+@pytest.mark.parametrize("stdin", [None, b"input\n"])
+def test_aexec_raises_session_error_itself_when_the_worker_dies(box: Box, backend: str, stdin: bytes | None) -> None:
+    """Callers (the agent's shell tool, `stockade mcp`) catch SessionError; a nursery must not wrap it."""
+    with Session(box.policy(), backend=backend) as s:
+        async def main() -> BaseException | None:
+            async with trio.open_nursery() as nursery:
+                async def kill_worker() -> None:
+                    deadline = time.monotonic() + 10
+                    while len(with_marker(box.marker)) < 1 and time.monotonic() < deadline:
+                        await trio.sleep(0.02)
+                    os.kill(s.worker_pid or 0, signal.SIGKILL)
+                nursery.start_soon(kill_worker)
+                try:
+                    await s.aexec(["sh", "-c", f"cat > /dev/null; sleep {box.marker}"], stdin=stdin)
+                except SessionError as exc:
+                    return exc
+            return None
+
+        assert isinstance(trio.run(main), SessionError)

@@ -643,3 +643,75 @@ def test_a_nested_repositorys_git_is_protected_too(box: Box, backend: str) -> No
     assert b"attempted" in r.stdout
     assert snap(box.ws / "vendor") == before, f"{backend}: the nested repository changed\n{r.stdout!r}"
     assert not (box.ws / "vendor2").exists() and not (box.ws / "vendor" / "lib2").exists()
+
+
+# ---------------------------------------------------------------- one-shot runs: secrets that appear mid-run
+
+
+def test_a_secret_created_during_a_one_shot_run_stops_it(box: Box, backend: str) -> None:
+    """`stockade run -- pytest` for ten minutes while the user runs `aws configure` elsewhere: the run's view
+    does not hide what did not exist when it started, so the run is stopped, with a denial saying why."""
+    import threading
+
+    from sandbox.execute import run
+
+    shutil.rmtree(box.home / ".aws")
+    secret = f"MIDRUN{box.marker}"
+    target = box.home / ".aws" / "credentials"
+    script = f"for i in $(seq 100); do cat {target} 2>/dev/null && break; sleep 0.05; done; echo finished"
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(
+        run(["sh", "-c", script], _policy(box), backend=backend, host=box.host, env=box.env)))
+    worker.start()
+    time.sleep(1.0)
+    target.parent.mkdir()
+    target.write_text(f"key = {secret}\n")
+    worker.join(30)
+    assert results, "the run did not finish"
+    r = results[0]
+    assert secret.encode() not in r.stdout + r.stderr, f"{backend}: the secret created mid-run was read"
+    assert any("deny-read entry changed" in d.rule for d in r.denials), r.denials
+
+
+def test_a_secret_created_during_an_async_run_stops_it(box: Box, backend: str) -> None:
+    import trio
+
+    from sandbox.aio import arun
+
+    shutil.rmtree(box.home / ".aws")
+    secret = f"MIDARUN{box.marker}"
+    target = box.home / ".aws" / "credentials"
+    script = f"for i in $(seq 100); do cat {target} 2>/dev/null && break; sleep 0.05; done; echo finished"
+
+    async def main() -> Any:
+        async with trio.open_nursery() as nursery:
+            async def plant() -> None:
+                await trio.sleep(1.0)
+                target.parent.mkdir()
+                target.write_text(f"key = {secret}\n")
+            nursery.start_soon(plant)
+            return await arun(["sh", "-c", script], _policy(box), backend=backend, host=box.host, env=box.env)
+
+    r = trio.run(main)
+    assert secret.encode() not in r.stdout + r.stderr, f"{backend}: the secret created mid-run was read"
+    assert any("deny-read entry changed" in d.rule for d in r.denials), r.denials
+
+
+# ---------------------------------------------------------------- must work: git in a monorepo's subdirectory
+
+
+def test_git_works_in_a_workspace_below_the_repositorys_top(box: Box, backend: str) -> None:
+    """The workspace is `repo/svc`: git must find `repo/.git` across the sandbox's mount boundary (read-only)."""
+    from sandbox.execute import run
+
+    repo = box.root / "mono"
+    (repo / "svc").mkdir(parents=True)
+    (repo / "svc" / "a.txt").write_text("a\n")
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    policy = SandboxPolicy(mode=Mode("full-access" if CANARY else "workspace-write"), workspace=str(repo / "svc"),
+                           limits=Limits(timeout=RUN_TIMEOUT))
+    r = run(["sh", "-c", "echo b > b.txt; git status --short; git log --oneline | wc -l; git diff --stat"],
+            policy, backend=backend, host=box.host, env=box.env)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.split()[:3] == [b"??", b"b.txt", b"1"], r.stdout + r.stderr
