@@ -33,6 +33,7 @@ from sandbox.execute import (
     DRAIN_SECONDS,
     POLL_SECONDS,
     READ_CHUNK,
+    WATCH_AFTER,
     Capture,
     OutputCallback,
     Prepared,
@@ -156,10 +157,13 @@ class SandboxedProcess:
             await self._done.wait()
 
     async def _follow_deny_read(self) -> None:
-        """Stop the run when a deny-read entry changes on the host (see sandbox.deny_watch)."""
-        watch = self._prep.watch
-        while not self._exited:
-            await trio.lowlevel.wait_readable(watch.fd)
+        """Once the run lasts, stop it when a deny-read entry changes on the host (see sandbox.deny_watch)."""
+        await trio.sleep(WATCH_AFTER)
+        if self._exited:
+            return
+        fd = self._prep.start_watch(self._sp)
+        while fd is not None and not self._exited:
+            await trio.lowlevel.wait_readable(fd)
             if self._prep.deny_read_changed(self._sp):
                 return
 
@@ -181,7 +185,7 @@ class SandboxedProcess:
             async with trio.open_nursery() as pipes:
                 pipes.start_soon(pump_output, self, "stdout", sp.stdout, out, eof)
                 pipes.start_soon(pump_output, self, "stderr", sp.stderr, err, eof)
-                if prep.watch is not None:
+                if prep.watch_patterns:
                     pipes.start_soon(self._follow_deny_read)
                 sp.stdout = sp.stderr = None  # the readers own them now
                 if prep.timeout is None:

@@ -11,8 +11,12 @@ next call starts a fresh one that hides them. An entry renamed away on the
 host stays denied under its new name for the session's life (`moved`).
 
 Checking costs one non-blocking read of the inotify fd per call. One-shot
-runs (`sandbox.run`, `sandbox.arun`) watch too: a change during the run
-stops it (the tree is killed) with a denial saying why. Linux only:
+runs (`sandbox.run`, `sandbox.arun`) are followed too, once they have run
+for `sandbox.execute.WATCH_AFTER` seconds: closing an inotify instance waits for an RCU grace
+period (~9 ms here), too much for every short command, so they only note
+what the entries are (`deny_state`) when the policy is resolved, and a run
+that lasts compares that with the host before it starts watching. A change
+stops the run (the tree is killed) with a denial saying why. Linux only:
 elsewhere `DenyReadWatch.start` returns None and nothing is watched.
 """
 
@@ -149,6 +153,19 @@ def patterns_for(policy: SandboxPolicy, home: str) -> list[str]:
         path = home + entry[1:] if entry == "~" or entry.startswith("~/") else entry
         out.append(path if os.path.isabs(path) else os.path.join(os.path.realpath(policy.workspace), path))
     return out
+
+
+def deny_state(patterns: Iterable[str]) -> tuple[tuple[str, int, int], ...]:
+    """What the deny-read entries are right now: each existing match with its device and inode."""
+    out = []
+    for pattern in patterns:
+        for match in (glob.glob(pattern) if glob.has_magic(pattern) else (pattern,)):
+            try:
+                st = os.lstat(match)
+            except OSError:
+                continue
+            out.append((match, st.st_dev, st.st_ino))
+    return tuple(out)
 
 
 def watch_for(policy: SandboxPolicy, home: str) -> DenyReadWatch | None:

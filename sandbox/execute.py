@@ -116,6 +116,8 @@ class Prepared:
     resolved: ResolvedPolicy | None = None  # for explaining denials after the run
     proxy: FilteringProxy | None = None  # network allowlist: the run's filtering proxy (sandbox.proxy)
     watch: DenyReadWatch | None = None  # deny-read entries changing on the host mid-run (sandbox.deny_watch)
+    watch_patterns: list[str] | None = None  # what to watch once the run lasts (None: nothing)
+    watch_state: tuple[tuple[str, int, int], ...] = ()  # the entries as they were when the policy was resolved
     stopped: str | None = None  # why the run was stopped early (a deny-read entry changed), for the Result
     _cleaned: bool = False
 
@@ -139,14 +141,31 @@ class Prepared:
                 if self.watch is not None:
                     self.watch.close()
 
+    def start_watch(self, sp: Spawned) -> int | None:
+        """The run has lasted: watch its deny-read entries from now on (the fd to wait on), after checking
+        that nothing changed since they were resolved (then the run is stopped at once)."""
+        from sandbox.deny_watch import DenyReadWatch, deny_state
+
+        patterns, self.watch_patterns = self.watch_patterns, None
+        if not patterns:
+            return None
+        self.watch = DenyReadWatch.start(patterns)
+        if deny_state(patterns) != self.watch_state:
+            self._stop(sp, "a deny-read entry appeared or was replaced since the run started")
+            return None
+        return self.watch.fd if self.watch is not None else None
+
     def deny_read_changed(self, sp: Spawned) -> bool:
         """The watch fired: when a deny-read entry really changed, stop the run (its view no longer hides it)."""
         reason = self.watch.changed() if self.watch is not None else None
         if reason is None or self.stopped is not None:
             return False
+        self._stop(sp, reason)
+        return True
+
+    def _stop(self, sp: Spawned, reason: str) -> None:
         self.stopped = reason
         kill_tree(sp, self.cgroup, descendants=True)
-        return True
 
     def finish(self, result: Result) -> Result:
         """Clean up once the tree is gone, then add the run's warnings (cleanup may have added some)."""
@@ -190,6 +209,7 @@ def _close(fd: int | None) -> None:
             pass
 
 
+WATCH_AFTER = 0.5  # seconds a one-shot run lasts before it watches its deny-read entries (sandbox.deny_watch)
 MAX_WAIT = 3600.0  # seconds one select sleeps at most: epoll takes < 2**31 ms, and a timeout of years is valid
 
 
@@ -216,25 +236,22 @@ def prepare(
 ) -> Prepared:
     """Resolve the policy, pick the backend, make the run's cgroup and the launch. Spawns nothing.
 
-    watch: follow the deny-read entries on the host from before they are resolved until the run ends (see
-    sandbox.deny_watch); one-shot runs ask for it, sessions keep their own.
+    watch: follow the deny-read entries on the host from before they are resolved until the run ends, once it
+    lasts (see sandbox.deny_watch); one-shot runs ask for it, sessions keep their own watch.
     """
     if not argv:
         raise ValueError("argv is empty")
     timeout = check_timeout(policy.limits.timeout if timeout is None else timeout)  # the effective one
     host = host or host_facts()
-    watcher = None
-    if watch:
-        from sandbox.deny_watch import watch_for
+    patterns: list[str] | None = None
+    state: tuple[tuple[str, int, int], ...] = ()
+    if watch and policy.confined and policy.deny_read and sys.platform.startswith("linux"):
+        from sandbox.deny_watch import deny_state, patterns_for
 
-        watcher = watch_for(policy, host.home)
-    try:
-        prep = _prepare(argv, policy, cwd, env, timeout, backend, host)
-    except BaseException:
-        if watcher is not None:
-            watcher.close()
-        raise
-    prep.watch = watcher
+        patterns = patterns_for(policy, host.home)
+        state = deny_state(patterns)  # before the policy is resolved: a change from here on is seen
+    prep = _prepare(argv, policy, cwd, env, timeout, backend, host)
+    prep.watch_patterns, prep.watch_state = patterns, state
     return prep
 
 
@@ -650,8 +667,7 @@ def _supervise(prep: Prepared, sp: Spawned, feed: bytes, on_output: OutputCallba
         sel.register(sp.stderr, selectors.EVENT_READ, "stderr")
         if sp.pidfd is not None:
             sel.register(sp.pidfd, selectors.EVENT_READ, "exit")
-        if prep.watch is not None:
-            sel.register(prep.watch.fd, selectors.EVENT_READ, "watch")
+        watch_at = sp.started + WATCH_AFTER if prep.watch_patterns else None
         if sp.stdin is not None and pending:
             os.set_blocking(sp.stdin, False)
             sel.register(sp.stdin, selectors.EVENT_WRITE, "stdin")
@@ -666,6 +682,10 @@ def _supervise(prep: Prepared, sp: Spawned, feed: bytes, on_output: OutputCallba
             if not exited and deadline is not None and now >= deadline and not timed_out:
                 timed_out = True
                 kill_tree(sp, prep.cgroup, descendants=True)
+            if watch_at is not None and now >= watch_at:
+                watch_at = None
+                if not exited and (fd := prep.start_watch(sp)) is not None:
+                    sel.register(fd, selectors.EVENT_READ, "watch")
             if exited:
                 if drain_until is None:
                     drain_until = now + DRAIN_SECONDS
@@ -675,7 +695,7 @@ def _supervise(prep: Prepared, sp: Spawned, feed: bytes, on_output: OutputCallba
                         sp.stdin = None
                 if readers == 0 or now >= drain_until:
                     break
-            wakeups = [t for t in (drain_until, None if timed_out else deadline) if t is not None]
+            wakeups = [t for t in (drain_until, None if timed_out else deadline, watch_at) if t is not None]
             if sp.pidfd is None and not exited:
                 wakeups.append(now + POLL_SECONDS)
             wait = min(max(0.0, min(wakeups) - now), MAX_WAIT) if wakeups else None
