@@ -58,10 +58,6 @@ def _skip_reason() -> str | None:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         return f"needs {', '.join(missing)} (useradd from the passwd package, unshare/setpriv from util-linux)"
-    if sys.prefix != sys.base_prefix:
-        return "the interpreter is a venv; this module bind-mounts a plain prefix for the test user"
-    if os.stat(REPO).st_mode & 0o005 != 0o005:
-        return f"{REPO} is not readable by other users"
     return None
 
 
@@ -259,19 +255,52 @@ class QA:
         return [self.marks[k] for k in ("ssh", "aws", "netrc", "gnupg")]
 
 
-def _mounts(spare: Path) -> str:
-    """Shell commands (run as root in the private mount namespace) that let the user reach `sys.prefix`.
+def _reachable() -> list[Path]:
+    """What the user must read: the interpreter's prefix, a venv's (`.ci/run` uses one), the checkout."""
+    paths = [Path(p).resolve() for p in dict.fromkeys((sys.base_prefix, sys.prefix))]
+    repo = REPO.resolve()
+    if not any(repo == p or repo in p.parents or p in repo.parents for p in paths):
+        paths.append(repo)
+    elif not any(repo == p or p in repo.parents for p in paths):  # a venv inside the checkout: bind the checkout
+        paths = [p for p in paths if repo not in p.parents] + [repo]
+    return paths
 
-    When an ancestor of the prefix is closed to others (/root is 0700), the prefix is bind-mounted aside,
-    a tmpfs covers that ancestor (in this namespace only) and the prefix is bound back read-only at its own
-    path: the interpreter finds its libpython (RUNPATH) and stdlib exactly where they were built for.
+
+def _mounts(spare: Path) -> str:
+    """Shell commands (run as root in the private mount namespace) that let the user reach `_reachable()`.
+
+    When an ancestor of such a path is closed to others (/root is 0700, a `mktemp -d` checkout's parent),
+    the path is bind-mounted aside, a tmpfs covers that ancestor (in this namespace only) and the path is
+    bound back read-only at its own place: the interpreter finds its libpython (RUNPATH) and stdlib exactly
+    where they were built for. A path closed itself (a 0700 checkout) is opened for the module's run by the
+    fixture (see `_opened`), not here.
     """
-    prefix = Path(sys.prefix).resolve()
-    closed = next((p for p in reversed(prefix.parents) if p != Path("/") and not os.stat(p).st_mode & 0o001), None)
-    if closed is None:
-        return ""
-    return (f"mount --bind {prefix} {spare} && mount -t tmpfs -o mode=0755,size=1m stockade-qa {closed} && "
-            f"mkdir -p {prefix} && mount --bind -o ro {spare} {prefix} && ")
+    steps: list[str] = []
+    covered: list[Path] = []
+    backs: list[str] = []
+    for i, path in enumerate(_reachable()):
+        closed = next((p for p in reversed(path.parents) if p != Path("/") and not os.stat(p).st_mode & 0o001),
+                      None)
+        if closed is None:
+            continue
+        aside = spare / str(i)
+        steps.append(f"mkdir -p {aside} && mount --bind {path} {aside}")
+        if closed not in covered:
+            covered.append(closed)
+        backs.append(f"mkdir -p {path} && mount --bind -o ro {aside} {path}")
+    steps += [f"mount -t tmpfs -o mode=0755,size=1m stockade-qa {c}" for c in covered] + backs
+    return "".join(f"{step} && " for step in steps)
+
+
+def _opened() -> list[tuple[Path, int]]:
+    """Paths to reach that are closed to others themselves: opened (o+rx) for the module, restored after."""
+    changed = []
+    for path in _reachable():
+        mode = os.stat(path).st_mode
+        if mode & 0o005 != 0o005:
+            os.chmod(path, stat.S_IMODE(mode) | 0o005)
+            changed.append((path, stat.S_IMODE(mode)))
+    return changed
 
 
 def _write(path: Path, text: str, uid: int, gid: int, mode: int = 0o644) -> None:
@@ -305,6 +334,7 @@ def qa() -> Iterator[QA]:
     home, pyb = BASE / "home", BASE / "py"
     q = QA(USER, uid, gid, created, BASE, home, home / "ws", BASE / "outside",
            sys.executable, BASE / "asuser.sh")
+    opened = _opened()
     try:
         tag = secrets.token_hex(6)
         q.marks = {k: f"{k.upper()}MARK-{tag}" for k in ("ssh", "aws", "netrc", "gnupg", "env", "dot")}
@@ -347,6 +377,8 @@ def qa() -> Iterator[QA]:
         q.run(["sh", "-c", f"git init -q . && git add -A && {git} commit -qm init"], check=True)
         yield q
     finally:
+        for path, mode in opened:
+            os.chmod(path, mode)
         kill_pids(q.started)
         if created:  # every process of the throwaway user was started by this module
             for _ in range(3):
