@@ -219,3 +219,15 @@ def test_huge_test_output_reaches_the_model_cut(ws: Path, tmp_path: Path) -> Non
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "FAILED: the real error, at the end" in prompt and "characters cut" in prompt
     assert len(prompt) < 40_000
+
+
+def test_stop_check_keeps_the_agent_at_it_within_one_round(ws: Path, tmp_path: Path) -> None:
+    repo(ws)
+    script = [Reply(tool_calls=[sed("s/a - b/a * b/", "calc.py")]), Reply(text="Fixed, I think."),
+              Reply(tool_calls=[sed("s/a \\* b/a + b/", "calc.py")]), Reply(text="Now it passes.")]
+    with FakeModelServer("chat", script) as server:
+        proc, outputs = fix(ws, tmp_path, server, "--attempts", "1", "--stop-check")
+        fed_back = str(server.requests[2]["messages"])
+    assert proc.returncode == 0, proc.stderr
+    assert "<stop_check>" in fed_back and "add(2, 3) gave 6" in fed_back  # the check's failure, mid-round
+    assert outputs["fixed"] == "true"

@@ -29,7 +29,7 @@ def test_action_inputs_outputs_and_script_flags_agree() -> None:
     for step in steps:
         assert "${{" not in step.get("run", ""), step.get("name")
     # Every variable the script reads is set by the step's env (or by the runner).
-    runner = {"GITHUB_ACTION_PATH", "RUNNER_TEMP", "name", "code"}
+    runner = {"GITHUB_ACTION_PATH", "RUNNER_TEMP", "name", "code", "stop"}  # the runner's, or shell locals
     read = set(re.findall(r"\$\{?!?([A-Za-z_]+)", fix["run"]))
     assert read <= set(fix["env"]) | runner, read - set(fix["env"]) - runner
     # Every flag the action passes exists in stockade-fix.
