@@ -138,6 +138,16 @@ def nested_holders(root: str, names: set[str]) -> list[str]:
     return found
 
 
+def deny_read_patterns(policy: SandboxPolicy, home: str) -> list[str]:
+    """The deny-read entries as absolute paths or globs: `~` is `home`, a relative entry is in the workspace."""
+    workspace = _real(policy.workspace)
+    out = []
+    for entry in policy.deny_read:
+        pattern = _expand(entry, home)
+        out.append(pattern if os.path.isabs(pattern) else os.path.join(workspace, pattern))
+    return out
+
+
 def own_code() -> tuple[str, ...]:
     """What the host runs of stockade, outside any sandbox: the Python environment it runs in (its
     interpreter, stockade and every library it imports) and stockade's own package directories (an
@@ -230,10 +240,7 @@ def resolve(
 
     deny: list[DeniedPath] = []
     deny_seen: set[str] = set()
-    for entry in policy.deny_read:
-        pattern = _expand(entry, host.home)
-        if not os.path.isabs(pattern):
-            pattern = os.path.join(workspace, pattern)
+    for entry, pattern in zip(policy.deny_read, deny_read_patterns(policy, host.home), strict=True):
         matches = glob.glob(pattern) if glob.has_magic(pattern) else [pattern]
         for match in matches:
             if not os.path.lexists(match):

@@ -143,7 +143,7 @@ class SandboxedProcess:
             await self._abort()
             raise
         if self._error is not None:
-            raise _unwrap(self._error)
+            raise unwrap_group(self._error)
         assert self._result is not None
         return self._result
 
@@ -370,12 +370,12 @@ async def arun(
                 nursery.start_soon(feed, stdin)
             result = await proc.wait()
     except BaseExceptionGroup as group:
-        raise _unwrap(group) from None
+        raise unwrap_group(group) from None
     return result
 
 
-def _unwrap(exc: BaseException) -> BaseException:
-    """The error itself: newer trio wraps even a lone nursery error in a group."""
+def unwrap_group(exc: BaseException) -> BaseException:
+    """The error itself: newer trio wraps even a lone nursery error in a group (nested groups too)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc

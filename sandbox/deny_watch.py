@@ -32,6 +32,8 @@ import sys
 import threading
 from collections.abc import Iterable
 
+from policies.resolve import deny_read_patterns
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (it is on `stockade run`'s path)
 if TYPE_CHECKING:
     from policies.model import SandboxPolicy
@@ -146,15 +148,6 @@ class DenyReadWatch:
                 self.fd = -1
 
 
-def patterns_for(policy: SandboxPolicy, home: str) -> list[str]:
-    """The deny-read entries as absolute paths or globs (as `policies.resolve` expands them)."""
-    out = []
-    for entry in policy.deny_read:
-        path = home + entry[1:] if entry == "~" or entry.startswith("~/") else entry
-        out.append(path if os.path.isabs(path) else os.path.join(os.path.realpath(policy.workspace), path))
-    return out
-
-
 def deny_state(patterns: Iterable[str]) -> tuple[tuple[str, int, int], ...]:
     """What the deny-read entries are right now: each existing match with its device and inode."""
     out = []
@@ -172,4 +165,4 @@ def watch_for(policy: SandboxPolicy, home: str) -> DenyReadWatch | None:
     """A watch for a confining policy with a deny-read list (None otherwise, or where there is no inotify)."""
     if not policy.confined or not policy.deny_read or not sys.platform.startswith("linux"):
         return None
-    return DenyReadWatch.start(patterns_for(policy, home))
+    return DenyReadWatch.start(deny_read_patterns(policy, home))

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from policies.env import build_env
 from policies.host import HostFacts
 from policies.model import NetworkMode, SandboxPolicy
-from policies.resolve import ResolvedPolicy, resolve
+from policies.resolve import ResolvedPolicy, deny_read_patterns, resolve
 from sandbox.backends import choose
 from sandbox.backends.base import Backend, Launch, SandboxSetupError
 from sandbox.cgroup import RunCgroup, create
@@ -246,9 +246,9 @@ def prepare(
     patterns: list[str] | None = None
     state: tuple[tuple[str, int, int], ...] = ()
     if watch and policy.confined and policy.deny_read and sys.platform.startswith("linux"):
-        from sandbox.deny_watch import deny_state, patterns_for
+        from sandbox.deny_watch import deny_state
 
-        patterns = patterns_for(policy, host.home)
+        patterns = deny_read_patterns(policy, host.home)
         state = deny_state(patterns)  # before the policy is resolved: a change from here on is seen
     prep = _prepare(argv, policy, cwd, env, timeout, backend, host)
     prep.watch_patterns, prep.watch_state = patterns, state

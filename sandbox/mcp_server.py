@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from policies.model import NetworkMode, SandboxPolicy
+from sandbox.aio import unwrap_group
 from sandbox.backends.base import SandboxSetupError
 from sandbox.result import Result
 from sandbox.session import FileOpError, Session, SessionError
@@ -174,13 +175,6 @@ def _invalid_string(value: Any, where: str = "arguments") -> str | None:
         if found:
             return found
     return None
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The one exception inside (nested) single-member exception groups: trio nurseries wrap what they raise."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _result(text: str, structured: dict[str, Any] | None = None, *, error: bool = False) -> dict[str, Any]:
@@ -360,7 +354,7 @@ class Server:
         try:
             return await tool(args)
         except Exception as group:  # noqa: BLE001 - one bad call must not end the server
-            exc = _unwrap(group)  # a trio nursery in the session wraps what it raises
+            exc = unwrap_group(group)  # a trio nursery in the session wraps what it raises
             if isinstance(exc, ToolError):
                 return _result(str(exc), error=True)
             if isinstance(exc, FileOpError):

@@ -497,13 +497,6 @@ class _Run:
 
 # -- the session ------------------------------------------------------------------------------------------
 
-def _unwrap(exc: BaseException) -> BaseException:
-    """The one exception a strict trio nursery wrapped in a group (nested groups too); else `exc`."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def _mentions_refusal(out: bytes, err: bytes) -> bool:
     """Whether the output may hold a refusal worth explaining (a cheap scan; the parser decides)."""
     return bool(out or err) and any(word in err or word in out for word in REFUSAL_MARKERS)
@@ -1315,9 +1308,12 @@ class Session:
                 nursery.start_soon(feed, stdin)
                 result = await proc.wait()
         except BaseExceptionGroup as group:  # strict nurseries wrap; callers catch SessionError itself
-            if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], trio.Cancelled):
-                raise group.exceptions[0] from None
-            raise
+            from sandbox.aio import unwrap_group
+
+            inner = unwrap_group(group)
+            if inner is group or isinstance(inner, trio.Cancelled):
+                raise
+            raise inner from None
         return result
 
     async def aread_file(self, path: str | os.PathLike[str], max_bytes: int = 1 << 20) -> FileContent:
@@ -1445,7 +1441,7 @@ class SessionProcess:
         """The system task: pump, follow the reports, drain, build the Result. Raises only Cancelled."""
         import trio
 
-        from sandbox.aio import _Countdown, pump_output  # trio-only: not imported with the session
+        from sandbox.aio import _Countdown, pump_output, unwrap_group  # trio-only: not imported with the session
 
         run, w = self._run, self._w
         reusable = False
@@ -1475,7 +1471,7 @@ class SessionProcess:
         except BaseException as exc:
             if isinstance(exc, trio.Cancelled):
                 raise
-            inner = _unwrap(exc)  # a nursery's group of one: callers catch SessionError itself
+            inner = unwrap_group(exc)  # a nursery's group of one: callers catch SessionError itself
             self._error = exc if isinstance(inner, trio.Cancelled) else inner
         finally:
             for fd in self._fds:
